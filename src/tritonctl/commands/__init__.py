@@ -1,0 +1,1 @@
+"""One module per ``tritonctl`` subcommand; each exposes ``register(subparsers)``."""
