@@ -1,0 +1,91 @@
+"""`helm test`: a real inference through tritonclient against the release, over HTTP and gRPC.
+
+Environment: TRITON_HTTP and TRITON_GRPC ("host:port"), TRITON_MODEL (default text_embedding).
+Exits non-zero with the reason when the server, the model or the answer is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+TEXTS = [
+    "A cat is sitting on the mat.",
+    "A kitten sits on a rug.",
+    "Quarterly revenue grew by twelve percent.",
+]
+
+
+def embed_http(url: str, model: str) -> np.ndarray:
+    client = httpclient.InferenceServerClient(url)
+    try:
+        assert client.is_server_live(), "server is not live"
+        assert client.is_server_ready(), "server is not ready"
+        assert client.is_model_ready(model), f"model {model} is not ready"
+        text = httpclient.InferInput("TEXT", [len(TEXTS), 1], "BYTES")
+        text.set_data_from_numpy(np.array([[t.encode()] for t in TEXTS], dtype=np.object_))
+        result = client.infer(model, [text], outputs=[httpclient.InferRequestedOutput("EMBEDDING")])
+        return result.as_numpy("EMBEDDING")
+    finally:
+        client.close()
+
+
+def embed_grpc(url: str, model: str) -> np.ndarray:
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        text = grpcclient.InferInput("TEXT", [len(TEXTS), 1], "BYTES")
+        text.set_data_from_numpy(np.array([[t.encode()] for t in TEXTS], dtype=np.object_))
+        result = client.infer(model, [text], outputs=[grpcclient.InferRequestedOutput("EMBEDDING")])
+        return result.as_numpy("EMBEDDING")
+    finally:
+        client.close()
+
+
+def check_embeddings(embeddings: np.ndarray) -> None:
+    assert embeddings.shape == (len(TEXTS), 384), f"EMBEDDING shape {embeddings.shape}"
+    assert np.isfinite(embeddings).all(), "EMBEDDING has non-finite values"
+    norms = np.linalg.norm(embeddings, axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-3), f"embeddings are not unit length: {norms}"
+    similar, unrelated = embeddings[0] @ embeddings[1], embeddings[0] @ embeddings[2]
+    assert similar > unrelated + 0.2, f"cat/kitten {similar:.3f} vs cat/revenue {unrelated:.3f}"
+
+
+def check_admin_api_is_restricted(url: str) -> None:
+    request = urllib.request.Request(f"http://{url}/v2/repository/index", data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raise AssertionError(f"repository API answered {response.status} without the admin key")
+    except urllib.error.HTTPError as error:
+        assert error.code == 403, f"repository API answered {error.code}, expected 403"
+
+
+def main() -> int:
+    http_url = os.environ["TRITON_HTTP"]
+    grpc_url = os.environ.get("TRITON_GRPC", "")
+    model = os.environ.get("TRITON_MODEL", "text_embedding")
+    try:
+        over_http = embed_http(http_url, model)
+        check_embeddings(over_http)
+        print(f"HTTP {http_url}: {model} -> {over_http.shape}, unit norm, similar texts closer")
+        if grpc_url:
+            over_grpc = embed_grpc(grpc_url, model)
+            np.testing.assert_allclose(over_grpc, over_http, atol=1e-4)
+            print(f"gRPC {grpc_url}: same embeddings")
+        if os.environ.get("TRITON_RESTRICTED") == "true":
+            check_admin_api_is_restricted(http_url)
+            print("repository API: 403 without the admin key")
+    except (AssertionError, Exception) as error:  # noqa: BLE001 - report any failure and exit 1
+        print(f"FAILED: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print("PASSED")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
