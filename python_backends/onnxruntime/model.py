@@ -42,10 +42,13 @@ class TritonPythonModel:
         self.inputs = [i["name"] for i in self.config["input"]]
         self.outputs = [o["name"] for o in self.config["output"]]
         self.output_dtypes = {
-            o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in self.config["output"]
+            o["name"]: pb_utils.triton_string_to_numpy(o["data_type"])
+            for o in self.config["output"]
         }
         onnx_types = {i.name: i.type for i in self.session.get_inputs()}
-        self.input_dtypes = {name: _ORT_TO_NUMPY.get(onnx_types.get(name), None) for name in self.inputs}
+        self.input_dtypes = {
+            name: _ORT_TO_NUMPY.get(onnx_types.get(name)) for name in self.inputs
+        }
         missing = [name for name in self.inputs if name not in onnx_types]
         if missing:
             raise pb_utils.TritonModelException(
@@ -61,7 +64,9 @@ class TritonPythonModel:
             except ValueError as error:
                 responses[index] = _error(str(error))
                 continue
-            key = tuple(arrays[n].shape[1:] if self.batching else arrays[n].shape for n in self.inputs)
+            key = tuple(
+                arrays[n].shape[1:] if self.batching else arrays[n].shape for n in self.inputs
+            )
             groups[key].append((index, arrays))
 
         for members in groups.values():
@@ -106,7 +111,7 @@ class TritonPythonModel:
 
     def _run(self, feed):
         values = self.session.run(self.outputs, feed)
-        return dict(zip(self.outputs, values))
+        return dict(zip(self.outputs, values, strict=True))
 
     def _respond(self, outputs):
         tensors = [

@@ -91,7 +91,9 @@ def assemble_backends(backends_source: Path | None = None) -> tuple[Path, Path]:
     dist = server_distribution()
     source = backends_source or python_backends()
     stub = dist.stub()
-    based = [source / name for name in PYTHON_BASED_BACKENDS if (source / name / "model.py").exists()]
+    based = [
+        source / name for name in PYTHON_BASED_BACKENDS if (source / name / "model.py").exists()
+    ]
     files = [stub, dist.python_backend / "libtriton_python.so"]
     files += [f for folder in based for f in folder.glob("*.py")]
     target = cache_dir() / f"server-{_fingerprint(files)}"

@@ -83,7 +83,9 @@ def check_repository(repository: Path) -> list[Problem]:
     repository = Path(repository)
     if not repository.is_dir():
         return [Problem(repository, "model repository folder does not exist")]
-    model_dirs = sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+    model_dirs = sorted(
+        p for p in repository.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
     problems: list[Problem] = []
     for model_dir in model_dirs:
         if not (model_dir / "config.pbtxt").exists():

@@ -13,7 +13,9 @@ def project_root() -> Path:
         return Path(env).resolve()
     for base in (Path.cwd(), Path(__file__).resolve()):
         for candidate in (base, *base.parents):
-            if (candidate / "model_repository").is_dir() and (candidate / "python_backends").is_dir():
+            if (candidate / "model_repository").is_dir() and (
+                candidate / "python_backends"
+            ).is_dir():
                 return candidate
     return Path.cwd().resolve()
 

@@ -220,14 +220,47 @@ class LocalTriton:
                     f"ready.\n{self.log_tail()}"
                 )
             if self.is_ready():
+                self._check_expected_models()
                 return
             if self.is_live():
                 failed = [m for m in self.model_states() if m.state == "UNAVAILABLE"]
                 if failed:
-                    lines = "\n".join(f"  {m.name} (v{m.version or '-'}): {m.reason}" for m in failed)
+                    lines = "\n".join(
+                        f"  {m.name} (v{m.version or '-'}): {m.reason}" for m in failed
+                    )
                     raise ServerError(f"model(s) failed to load:\n{lines}")
             time.sleep(0.25)
         raise ServerError(f"tritonserver was not ready after {timeout:.0f} s.\n{self.log_tail()}")
+
+    def expected_models(self) -> list[str]:
+        if self.models is not None:
+            return list(self.models)
+        return sorted(
+            p.name for p in self.model_repository.iterdir() if (p / "config.pbtxt").is_file()
+        )
+
+    def _check_expected_models(self) -> None:
+        """Triton is ready even when it skipped a model whose config did not parse: catch that."""
+        states = {m.name: m for m in self.model_states()}
+        missing = []
+        for name in self.expected_models():
+            state = states.get(name)
+            if state is None or state.state != "READY":
+                reason = (state.reason if state else "") or self._log_lines_about(name)
+                missing.append(f"  {name}: {reason or 'not loaded'}")
+        if missing:
+            raise ServerError("model(s) failed to load:\n" + "\n".join(missing))
+
+    def _log_lines_about(self, name: str) -> str:
+        """The server log's errors about ``name`` (and the protobuf parse error logged just before)."""
+        log = self.log_tail(400).splitlines()
+        found: list[str] = []
+        for index, line in enumerate(log):
+            if f"'{name}'" in line and line[:1] in ("E", "W"):
+                if index and log[index - 1].startswith("[libprotobuf"):
+                    found.append(log[index - 1].rsplit("] ", 1)[-1])
+                found.append(line.split("] ", 1)[-1].strip().strip('"'))
+        return " | ".join(found[-4:])
 
     def is_live(self) -> bool:
         return self._health("live")

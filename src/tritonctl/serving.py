@@ -10,6 +10,7 @@ from types import FrameType
 from rich.table import Table
 
 from tritonctl import TRITON_VERSION, paths
+from tritonctl.check import check_repository
 from tritonctl.console import console, err_console
 from tritonctl.repository import sync_python_backends
 from tritonctl.server import LocalTriton, ServerError
@@ -34,6 +35,14 @@ def serve_forever(
     **options: object,
 ) -> int:
     """Run until SIGINT/SIGTERM; return the exit code (non-zero when a model failed to load)."""
+    problems = check_repository(Path(repository))
+    if problems:
+        for problem in problems:
+            err_console.print(f"[red]✗[/] {problem}", soft_wrap=True)
+        err_console.print(
+            "[red]error:[/] the model repository has problems; fix them or run `tritonctl build`"
+        )
+        return 1
     sync_python_backends(Path(repository), paths.python_backends())
     server = LocalTriton(repository, **options)  # type: ignore[arg-type]
     stopping = False
@@ -64,13 +73,13 @@ def serve_forever(
                 f"gRPC {server.grpc_address}  metrics {server.metrics_url}"
             )
             if server.restrict_apis:
-                console.print(
-                    f"admin APIs need the header [bold]admin-key: {server.admin_key}[/]"
-                )
+                console.print(f"admin APIs need the header [bold]admin-key: {server.admin_key}[/]")
             code = server.wait()
             server.stop()  # reap the process group, stubs included
             if stopping:
-                console.print("[green]stopped cleanly[/]" if code == 0 else f"stopped (exit {code})")
+                console.print(
+                    "[green]stopped cleanly[/]" if code == 0 else f"stopped (exit {code})"
+                )
                 return 0 if code == 0 else code
             if restarts >= max_restarts:
                 err_console.print(f"[red]tritonserver exited ({code}); no restarts left[/]")
