@@ -1,0 +1,223 @@
+"""Run ``loadtests/locustfile.py`` headless as child processes: one, or a master and N workers.
+
+Locust monkey-patches the interpreter with gevent when imported, so it never runs inside the
+``tritonctl`` process: it is always ``python -m locust`` in a subprocess, configured with
+command-line options and the environment variables the locustfile documents.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tritonctl import paths
+from tritonctl.loadtest.slo import SloProfile
+from tritonctl.server import LocalTriton, free_port
+
+#: Triton's default ports; a --target URL on one of them implies the other two.
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+
+
+class LoadTestError(RuntimeError):
+    """The load test could not run (not: the service missed its objectives)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the server listens: both inference endpoints (``host:port``) and ``/metrics``."""
+
+    http_address: str
+    grpc_address: str
+    metrics_url: str | None
+
+    @classmethod
+    def from_server(cls, server: LocalTriton) -> Target:
+        return cls(server.http_address, server.grpc_address, server.metrics_url)
+
+    @classmethod
+    def from_url(cls, url: str, metrics_url: str | None = None) -> Target:
+        """``http://host:8000`` or ``grpc://host:8001``; other endpoints follow Triton's layout.
+
+        The HTTP, gRPC and metrics ports are taken as consecutive (8000/8001/8002 by default);
+        pass ``metrics_url`` when the deployment maps them differently.
+        """
+        if "://" not in url:
+            url = f"http://{url}"
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https", "grpc") or not parts.hostname:
+            raise LoadTestError(f"--target {url!r}: expected http://HOST:PORT or grpc://HOST:PORT")
+        kind = "grpc" if scheme == "grpc" else "http"
+        port = parts.port or DEFAULT_PORTS[kind]
+        base = port - (1 if kind == "grpc" else 0)  # the HTTP port of the layout
+        host = parts.hostname
+        return cls(
+            http_address=f"{host}:{port if kind == 'http' else base}",
+            grpc_address=f"{host}:{port if kind == 'grpc' else base + 1}",
+            metrics_url=metrics_url or f"http://{host}:{base + 2}/metrics",
+        )
+
+    def host_for(self, protocol: str) -> str:
+        """Locust's ``--host`` for ``protocol``."""
+        return (
+            f"grpc://{self.grpc_address}" if protocol == "grpc" else f"http://{self.http_address}"
+        )
+
+
+def locustfile() -> Path:
+    path = paths.project_root() / "loadtests" / "locustfile.py"
+    if not path.exists():
+        raise LoadTestError(f"locustfile not found: {path} (run from the tritonctl checkout)")
+    return path
+
+
+def run_seconds(profile: SloProfile) -> int:
+    """Locust's ``--run-time``: warm-up plus measured duration, whole seconds."""
+    return max(1, math.ceil(profile.warmup_s + profile.duration_s))
+
+
+def locust_environment(profile: SloProfile, target: Target, folder: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        TRITON_MODEL=profile.model,
+        TRITON_PROTOCOL=profile.protocol,
+        LOADTEST_SHAPE=profile.shape,
+        LOADTEST_WARMUP_S=f"{profile.warmup_s:g}",
+        LOADTEST_OUTPUT_DIR=str(folder),
+        TRITON_METRICS_URL=target.metrics_url or "",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@dataclass(frozen=True)
+class LocustRun:
+    folder: Path
+    returncode: int
+    seconds: float
+
+    def log_tail(self, lines: int = 25) -> str:
+        texts = []
+        for log in sorted(self.folder.glob("locust*.log")):
+            content = log.read_text(errors="replace").splitlines()
+            texts.append("\n".join(content[-lines:]))
+        return "\n".join(texts)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run_locust(
+    profile: SloProfile,
+    target: Target,
+    folder: Path,
+    *,
+    workers: int = 0,
+    on_tick: object = None,
+) -> LocustRun:
+    """Run one headless Locust test into ``folder``; ``workers > 0`` adds local worker processes.
+
+    ``on_tick(elapsed_s)`` (if given) is called about twice a second, e.g. to move a progress bar.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    seconds = run_seconds(profile)
+    base = [sys.executable, "-m", "locust", "-f", str(locustfile())]
+    common = ["--loglevel", "WARNING"]
+    master = [
+        *base,
+        "--headless",
+        "--only-summary",
+        "--host",
+        target.host_for(profile.protocol),
+        "--users",
+        str(profile.users),
+        "--spawn-rate",
+        f"{profile.spawn_rate:g}",
+        "--run-time",
+        f"{seconds}s",
+        "--csv",
+        str(folder / "locust"),
+        "--csv-full-history",
+        "--json-file",
+        str(folder / "locust_stats"),
+        "--logfile",
+        str(folder / "locust.log"),
+        *common,
+    ]
+    env = locust_environment(profile, target, folder)
+    processes: list[subprocess.Popen[bytes]] = []
+    port = free_port()
+    if workers > 0:
+        master += [
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--expect-workers",
+            str(workers),
+            "--expect-workers-max-wait",
+            "60",
+        ]
+    started = time.monotonic()
+    out = open(folder / "locust.stdout.txt", "wb")  # noqa: SIM115 - closed below
+    try:
+        processes.append(
+            subprocess.Popen(
+                master, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
+        for index in range(workers):
+            worker = [
+                *base,
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "--logfile",
+                str(folder / f"locust-worker-{index}.log"),
+                *common,
+            ]
+            processes.append(
+                subprocess.Popen(
+                    worker, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+        deadline = started + seconds + 60 + (60 if workers else 0)
+        while processes[0].poll() is None:
+            if time.monotonic() > deadline:
+                raise LoadTestError(f"locust did not finish within {deadline - started:.0f} s")
+            if callable(on_tick):
+                on_tick(time.monotonic() - started)
+            time.sleep(0.5)
+        for worker_process in processes[1:]:
+            try:
+                worker_process.wait(15)
+            except subprocess.TimeoutExpired:
+                _stop(worker_process)
+    finally:
+        for process in processes:
+            _stop(process)
+        out.close()
+    run = LocustRun(folder, processes[0].returncode, time.monotonic() - started)
+    if not (folder / "locust_stats.json").exists():
+        stdout = (folder / "locust.stdout.txt").read_text(errors="replace")[-3000:]
+        raise LoadTestError(
+            f"locust exited with code {run.returncode} without statistics.\n{stdout}\n{run.log_tail()}"
+        )
+    return run

@@ -1,0 +1,220 @@
+"""``run_loadtest``: one SLO-checked Locust run against a Triton server, and its report."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tritonctl import paths
+from tritonctl.loadtest.locust_runner import (
+    LoadTestError,
+    Target,
+    locustfile,
+    run_locust,
+    run_seconds,
+)
+from tritonctl.loadtest.report import latency_block, print_summary, server_summary, write_report
+from tritonctl.loadtest.results import read_measurement
+from tritonctl.loadtest.slo import (
+    Figures,
+    ObjectiveResult,
+    SloProfile,
+    evaluate,
+    load_profile,
+)
+from tritonctl.server import LocalTriton
+
+
+@dataclass
+class LoadTestResult:
+    """The outcome of one run: verdict, figures, and where the report is."""
+
+    profile: SloProfile
+    figures: Figures
+    objectives: list[ObjectiveResult]
+    summary: dict[str, Any]
+    report_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.objectives)
+
+    @property
+    def failed(self) -> list[str]:
+        """One line per missed objective, e.g. ``p95 120.3 ms > 50 ms (+141%)``."""
+        return [o.message for o in self.objectives if not o.passed]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    @property
+    def report(self) -> Path:
+        return self.report_dir / "report.html"
+
+
+def default_report_dir(profile: SloProfile, label: str = "") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{stamp}-{profile.model}-{profile.protocol}{'-' + label if label else ''}"
+    return paths.reports_dir() / "loadtest" / name
+
+
+def resolve_profile(profile: SloProfile | str | Path | None, **overrides: Any) -> SloProfile:
+    """A profile from an object, a YAML path, or defaults, with command-line overrides applied."""
+    if profile is None:
+        base = SloProfile()
+    elif isinstance(profile, SloProfile):
+        base = profile
+    else:
+        base = load_profile(profile)
+    return base.with_overrides(**overrides)
+
+
+@contextlib.contextmanager
+def local_server(model: str, repository: Path | None = None) -> Iterator[LocalTriton]:
+    """The real tritonserver on this machine, loading just ``model`` (and what it runs)."""
+    from tritonctl.repository import sync_python_backends
+
+    repository = repository or paths.model_repository()
+    if paths.python_backends().is_dir():
+        sync_python_backends(repository, paths.python_backends())
+    if (repository / model / "config.pbtxt").exists():
+        server = LocalTriton(repository, models=[model], exit_timeout=5)
+    else:
+        # Load nothing: requests then get Triton's own "unknown model" error.
+        server = LocalTriton(
+            repository, exit_timeout=5, extra_args=["--model-control-mode=explicit"]
+        )
+    with server:
+        yield server
+
+
+def measure(
+    profile: SloProfile,
+    target: Target,
+    report_dir: Path,
+    *,
+    workers: int = 0,
+    skip_objectives: tuple[str, ...] = (),
+    console: Console | None = None,
+    address_label: str = "",
+    show_progress: bool = True,
+) -> LoadTestResult:
+    """Run Locust for ``profile`` against ``target``, check the objectives, write the report."""
+    from tritonctl.console import progress
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    total = run_seconds(profile)
+    if show_progress:
+        with progress() as bar:
+            task = bar.add_task(
+                f"{profile.model} · {profile.users} users · {profile.protocol}", total=total
+            )
+            run = run_locust(
+                profile,
+                target,
+                report_dir,
+                workers=workers,
+                on_tick=lambda s: bar.update(task, completed=min(int(s), total)),
+            )
+            bar.update(task, completed=total)
+    else:
+        run = run_locust(profile, target, report_dir, workers=workers)
+    measurement = read_measurement(report_dir, profile.model)
+    figures = measurement.totals.figures()
+    results = evaluate(profile.objectives, figures, skip=skip_objectives)
+    address = target.grpc_address if profile.protocol == "grpc" else target.http_address
+    summary: dict[str, Any] = {
+        "passed": all(r.passed for r in results),
+        "failed": [r.message for r in results if not r.passed],
+        "profile": profile.as_dict(),
+        "target": {
+            "protocol": profile.protocol,
+            "address": address_label or address,
+            "metrics_url": target.metrics_url,
+        },
+        "workers": workers,
+        "locustfile": str(locustfile()),
+        "locust_exit_code": run.returncode,
+        "window": {
+            "test_start": measurement.events.get("test_start"),
+            "warmup_end": measurement.warmup_end,
+            "test_stop": measurement.events.get("test_stop"),
+            "measured_s": round(measurement.totals.end - measurement.totals.start, 3),
+        },
+        "requests": figures.requests,
+        "failures": figures.failures,
+        "error_ratio": round(figures.error_ratio, 6),
+        "rps": round(figures.rps, 3),
+        "latency_ms": latency_block(measurement),
+        "objectives": [r.as_dict() for r in results],
+        "errors": [
+            {"error": f["error"], "occurrences": f["occurrences"]} for f in measurement.failures
+        ],
+        "server": server_summary(measurement, profile.model),
+    }
+    files = write_report(report_dir, summary, measurement, profile, results)
+    if console is not None:
+        print_summary(console, summary)
+    return LoadTestResult(profile, figures, results, summary, report_dir, files)
+
+
+def run_loadtest(
+    profile: SloProfile | str | Path | None = None,
+    *,
+    target: str | None = None,
+    server: LocalTriton | None = None,
+    metrics_url: str | None = None,
+    report_dir: str | Path | None = None,
+    workers: int = 0,
+    console: Console | None = None,
+    show_progress: bool = True,
+    **overrides: Any,
+) -> LoadTestResult:
+    """Load-test a Triton server against an SLO profile and write a report folder.
+
+    ``profile``: an ``SloProfile``, a YAML path, or ``None`` (defaults). ``overrides`` replace
+    its fields: ``model``, ``protocol``, ``users``, ``spawn_rate``, ``warmup_s``, ``duration_s``,
+    ``shape``, and objectives ``p50_ms``, ``p95_ms``, ``p99_ms``, ``max_error_ratio``, ``min_rps``.
+    The server is ``server`` (a running ``LocalTriton``), else ``target`` (a URL), else a local
+    server started for the run and stopped afterwards. ``workers`` > 0 runs Locust distributed.
+    """
+    resolved = resolve_profile(profile, **overrides)
+    folder = Path(report_dir) if report_dir else default_report_dir(resolved)
+    if workers < 0:
+        raise LoadTestError(f"workers must be 0 or more (got {workers})")
+    if server is not None:
+        return measure(
+            resolved,
+            Target.from_server(server),
+            folder,
+            workers=workers,
+            console=console,
+            show_progress=show_progress,
+        )
+    if target is not None:
+        return measure(
+            resolved,
+            Target.from_url(target, metrics_url),
+            folder,
+            workers=workers,
+            console=console,
+            show_progress=show_progress,
+        )
+    with local_server(resolved.model) as local:
+        return measure(
+            resolved,
+            Target.from_server(local),
+            folder,
+            workers=workers,
+            console=console,
+            show_progress=show_progress,
+            address_label=f"local {local.grpc_address if resolved.protocol == 'grpc' else local.http_address}",
+        )
