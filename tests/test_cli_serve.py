@@ -83,7 +83,10 @@ def test_broken_config_exits_nonzero_naming_the_problem(tmp_path: Path) -> None:
     assert not _processes_using(repo)
 
 
-def test_sigterm_answers_every_accepted_request_and_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_answers_every_accepted_request_and_leaves_nothing(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
     repo = make_tiny_repository(tmp_path / "repo", delay_s=1.5, queue_delay_us=1000)
     process, ports = _serve(repo, "--exit-timeout", "20")
     _wait_ready(ports["grpc"], process)
@@ -101,11 +104,28 @@ def test_sigterm_answers_every_accepted_request_and_leaves_nothing(tmp_path: Pat
     with cf.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(infer, i) for i in range(8)]
         time.sleep(0.7)  # requests are now inside the model's 1.5 s execute
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         results = [f.result(timeout=60) for f in futures]
     out, _ = process.communicate(timeout=60)
     assert results == [i + 1 for i in range(8)]
     assert process.returncode == 0, out
-    assert "SIGTERM" in out
+    assert signum.name in out
+    assert "add_one" in out and "READY" in out, "serve prints the loaded models"
     time.sleep(0.5)
     assert not _processes_using(repo), "no server or stub process may be left"
+
+
+def test_serve_restarts_a_crashed_server(tmp_path: Path) -> None:
+    repo = make_tiny_repository(tmp_path / "repo")
+    process, ports = _serve(repo, "--exit-timeout", "5", "--max-restarts", "1")
+    _wait_ready(ports["grpc"], process)
+    [server] = [p for p in _processes_using(repo) if p.name() == "tritonserver"]
+    server.kill()
+    server.wait(10)
+    _wait_ready(ports["grpc"], process)  # back on the same ports
+    [restarted] = [p for p in _processes_using(repo) if p.name() == "tritonserver"]
+    assert restarted.pid != server.pid
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    assert "restart 1/1" in out
+    assert process.returncode == 0, out
