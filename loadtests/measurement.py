@@ -30,6 +30,7 @@ from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 log = logging.getLogger("tritonctl.loadtest")
 
 RESET_MESSAGE = "tritonctl_reset_stats"
+RESET_ACK = "tritonctl_reset_stats_done"
 WARMUP_S = float(os.environ.get("LOADTEST_WARMUP_S", "0") or 0)
 OUTPUT_DIR = os.environ.get("LOADTEST_OUTPUT_DIR", "")
 METRICS_URL = os.environ.get("TRITON_METRICS_URL", "")
@@ -37,6 +38,8 @@ METRICS_URL = os.environ.get("TRITON_METRICS_URL", "")
 _events: dict[str, Any] = {"warmup_s": WARMUP_S, "metrics_url": METRICS_URL}
 #: (end time, latency ms, ok) of every request this process made
 _samples: list[tuple[float, float, int]] = []
+#: workers that have not yet acknowledged the end of the warm-up
+_pending: set[str] = set()
 
 
 def _save(name: str, text: str) -> None:
@@ -62,17 +65,42 @@ def _write_events() -> None:
     _save("events.json", json.dumps(_events, indent=2))
 
 
-def _end_warmup(environment: Environment) -> None:
+def _reset(environment: Environment) -> None:
+    """Start the measured window: zero the statistics and scrape /metrics."""
     runner = environment.runner
-    if runner is None:
+    if runner is None or "warmup_end" in _events:
         return
-    if isinstance(runner, MasterRunner):
-        runner.send_message(RESET_MESSAGE)
     runner.stats.reset_all()
     _events["warmup_end"] = time.time()
     _events["users_at_warmup_end"] = runner.user_count
     _scrape("before")
     _write_events()
+
+
+def _end_warmup(environment: Environment) -> None:
+    runner = environment.runner
+    if isinstance(runner, MasterRunner) and runner.clients.all:
+        # Workers report every few seconds. A report sent just before a worker resets still holds
+        # warm-up samples, and it reaches the master before that worker's acknowledgement (one
+        # ordered channel per worker): so the master resets once every worker has acknowledged.
+        _pending.update(client.id for client in runner.clients.all)
+        runner.send_message(RESET_MESSAGE)
+        gevent.spawn_later(5, _reset, environment)  # a worker that never answers: go on anyway
+    else:
+        _reset(environment)
+
+
+def _on_reset_ack(environment: Environment, msg: Any, **_: Any) -> None:
+    _pending.discard(msg.node_id)
+    if not _pending:
+        _reset(environment)
+
+
+def _on_reset_request(environment: Environment, **_: Any) -> None:
+    runner = environment.runner
+    assert isinstance(runner, WorkerRunner)
+    runner.stats.reset_all()  # drop what this worker measured but has not reported yet
+    runner.send_message(RESET_ACK)
 
 
 @events.request.add_listener
@@ -83,10 +111,9 @@ def _on_request(response_time: float, exception: BaseException | None = None, **
 @events.init.add_listener
 def _on_init(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
-        # Drop what this worker measured but has not reported yet, so no warm-up sample leaks.
-        environment.runner.register_message(
-            RESET_MESSAGE, lambda *_args, **_kw: environment.runner.stats.reset_all()
-        )
+        environment.runner.register_message(RESET_MESSAGE, _on_reset_request)
+    elif isinstance(environment.runner, MasterRunner):
+        environment.runner.register_message(RESET_ACK, _on_reset_ack)
 
 
 @events.test_start.add_listener
@@ -99,7 +126,7 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     else:
         _events["warmup_end"] = _events["test_start"]
         _scrape("before")
-    _write_events()
+        _write_events()
 
 
 @events.test_stopping.add_listener
