@@ -20,11 +20,19 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{- define "tritonctl.labels" -}}
+{{/* Labels of every object; the component label is added by the caller. */}}
+{{- define "tritonctl.commonLabels" -}}
 helm.sh/chart: {{ include "tritonctl.chart" . }}
-{{ include "tritonctl.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "tritonctl.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels of the Triton server's objects. */}}
+{{- define "tritonctl.labels" -}}
+{{ include "tritonctl.commonLabels" . }}
+app.kubernetes.io/component: server
 {{- end }}
 
 {{/* The Triton server pods. */}}
