@@ -1,0 +1,1 @@
+"""Benchmarking the text-embedding service against its limit and the alternatives (``tritonctl bench``)."""

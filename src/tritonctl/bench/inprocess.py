@@ -1,0 +1,157 @@
+"""Configuration (a), the limit: tokenizer + ONNX Runtime + pooling in this process, no server.
+
+It uses the served files (``model_repository/text_encoder/1/model.onnx`` and the tokenizer
+model's ``tokenizer.json``) and the same length buckets, so it does exactly the work the
+ensemble does, minus everything a server adds. Batches are grouped by bucket, as an ideal
+batcher would form them: this is the ceiling the served pipeline is compared against.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tritonctl.bench.loadgen import Point, percentiles
+
+#: the text-embedding pipeline's padding buckets (used when the tokenizer config names none)
+DEFAULT_BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256)
+MAX_LENGTH = 256
+
+
+def bucket_for(length: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds ``length`` tokens (the largest one if none does)."""
+    for size in buckets:
+        if size >= length:
+            return int(size)
+    return int(buckets[-1])
+
+
+@dataclass
+class InProcessEmbedder:
+    """Embeds a batch of sentences the way the served ensemble does, in one process."""
+
+    onnx_path: Path
+    tokenizer_path: Path
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS
+    max_length: int = MAX_LENGTH
+    intra_op_threads: int = 0  # 0 lets ONNX Runtime use every core
+
+    def __post_init__(self) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_length)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(self.onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def encode(self, texts: Sequence[str], pad_to: int | None = None) -> tuple[np.ndarray, ...]:
+        """Token ids and attention mask, padded to the bucket of the longest sentence."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        longest = max((len(e.ids) for e in encodings), default=1)
+        width = pad_to or bucket_for(longest, self.buckets)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, encoding in enumerate(encodings):
+            n = min(len(encoding.ids), width)
+            ids[row, :n] = encoding.ids[:n]
+            mask[row, :n] = 1
+        return ids, mask
+
+    def embed(self, texts: Sequence[str], pad_to: int | None = None) -> np.ndarray:
+        ids, mask = self.encode(texts, pad_to)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        hidden = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return np.asarray(pooled / norms, dtype=np.float32)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
+
+
+def bucketed_batches(
+    embedder: InProcessEmbedder, texts: Sequence[str], batch_size: int
+) -> list[list[str]]:
+    """The corpus cut into batches of ``batch_size`` sentences that share a bucket."""
+    groups: dict[int, list[str]] = {}
+    for text, length in zip(texts, embedder.token_lengths(texts), strict=True):
+        groups.setdefault(bucket_for(length, embedder.buckets), []).append(text)
+    batches = []
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            # Keep batches full: wrap around inside the bucket for the last one.
+            while len(chunk) < batch_size:
+                chunk = chunk + members[: batch_size - len(chunk)]
+            batches.append(chunk)
+    return batches
+
+
+def measure_batch(
+    embedder: InProcessEmbedder,
+    texts: Sequence[str],
+    batch_size: int,
+    *,
+    warmup_s: float,
+    duration_s: float,
+    grouped: bool = True,
+    pad_to: int | None = None,
+    name: str = "a: in-process",
+) -> Point:
+    """Embed batches of ``batch_size`` back to back; throughput in sentences/s, latency per batch."""
+    if grouped:
+        batches = bucketed_batches(embedder, texts, batch_size)
+    else:
+        batches = [
+            [texts[(start + k) % len(texts)] for k in range(batch_size)]
+            for start in range(0, len(texts), batch_size)
+        ]
+    deadline = time.perf_counter() + warmup_s
+    index = 0
+    while time.perf_counter() < deadline:
+        embedder.embed(batches[index % len(batches)], pad_to)
+        index += 1
+    latencies: list[float] = []
+    sentences = 0
+    start = time.perf_counter()
+    end = start + duration_s
+    cpu_start = time.process_time()
+    while True:
+        t0 = time.perf_counter()
+        if t0 >= end and latencies:
+            break
+        embedder.embed(batches[index % len(batches)], pad_to)
+        latencies.append(time.perf_counter() - t0)
+        sentences += batch_size
+        index += 1
+    elapsed = time.perf_counter() - start
+    p50, p95, p99, mean = percentiles(latencies)
+    return Point(
+        config=name,
+        concurrency=batch_size,
+        requests=sentences,
+        errors=0,
+        seconds=elapsed,
+        throughput=sentences / elapsed,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        mean_ms=mean,
+        client_cpu_cores=(time.process_time() - cpu_start) / elapsed,
+        extra={"batch_size": batch_size, "grouped_by_bucket": grouped, "pad_to": pad_to},
+    )

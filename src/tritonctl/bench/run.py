@@ -1,0 +1,457 @@
+"""``tritonctl bench``: configurations (a)–(e) of the text-embedding service, side by side.
+
+One run, one machine, one corpus (``tritonctl.corpus.sentences()``), one load generator
+(``tritonctl.bench.loadgen``, closed loop at each concurrency). Servers run one at a time so
+that each configuration has the machine to itself. Triton configurations are served from a
+temporary copy of the repository without the response cache: the corpus is cycled, and a
+cache would answer from memory instead of computing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tritonctl import paths
+from tritonctl.bench import inprocess
+from tritonctl.bench.loadgen import (
+    JsonHttpTarget,
+    Point,
+    Target,
+    TritonGrpcShmTarget,
+    TritonGrpcTarget,
+    TritonHttpTarget,
+    run_point,
+)
+from tritonctl.bench.profile import StatsWindow, finish_records, start_records, stub_pids
+from tritonctl.bench.staging import (
+    chain,
+    stage_repository,
+    without_dynamic_batching,
+    without_response_cache,
+)
+from tritonctl.console import console
+from tritonctl.model_config import load_config
+from tritonctl.server import LocalTriton, free_port
+
+ENSEMBLE = "text_embedding"
+ENSEMBLE_INT8 = "text_embedding_int8"
+CONFIG_NAMES = {
+    "a": "a: in-process limit",
+    "b": "b: Triton ensemble, dynamic batching",
+    "c": "c: Triton ensemble, no dynamic batching",
+    "d": "d: FastAPI + ORT per request",
+    "e": "e: Triton INT8 ensemble",
+}
+
+
+@dataclass
+class BenchOptions:
+    concurrencies: tuple[int, ...] = (1, 4, 16, 64)
+    warmup_s: float = 3.0
+    duration_s: float = 8.0
+    configs: str = "abcde"
+    protocol: str = "grpc"
+    profile: bool = True
+    repository: Path = field(default_factory=paths.model_repository)
+    out_dir: Path = field(default_factory=lambda: paths.reports_dir() / "bench")
+
+    @classmethod
+    def quick(cls, **changes: Any) -> BenchOptions:
+        """A short run (about two minutes) for a first look; figures are noisier."""
+        return cls(warmup_s=1.0, duration_s=3.0, **changes)
+
+
+@dataclass
+class PipelineFiles:
+    onnx: Path
+    onnx_int8: Path | None
+    tokenizer: Path
+    buckets: tuple[int, ...]
+
+
+def pipeline_files(repository: Path) -> PipelineFiles:
+    """The served ONNX files, the served tokenizer and its length buckets."""
+    onnx = repository / "text_encoder" / "1" / "model.onnx"
+    if not onnx.exists():
+        raise FileNotFoundError(
+            f"{onnx} not found: build the pipeline first (tritonctl build text-embedding)"
+        )
+    int8 = repository / "text_encoder_int8" / "1" / "model.onnx"
+    tokenizer_dir = repository / "tokenizer"
+    candidates = sorted(tokenizer_dir.glob("*/tokenizer.json")) + sorted(
+        tokenizer_dir.rglob("tokenizer.json")
+    )
+    if not candidates:
+        raise FileNotFoundError(f"no tokenizer.json under {tokenizer_dir}")
+    buckets: tuple[int, ...] = inprocess.DEFAULT_BUCKETS
+    config = load_config(tokenizer_dir)
+    for key, value in config.parameters.items():
+        numbers = [int(n) for n in re.findall(r"\d+", value.string_value)]
+        if "bucket" in key.lower() and numbers:
+            buckets = tuple(sorted(numbers))
+    return PipelineFiles(onnx, int8 if int8.exists() else None, candidates[0], buckets)
+
+
+@dataclass
+class BenchResult:
+    points: list[Point] = field(default_factory=list)
+    server_stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # "b@16" -> per model
+    probes: dict[str, Any] = field(default_factory=dict)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    machine: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def series(self, key: str) -> list[Point]:
+        return sorted(
+            (p for p in self.points if p.config == CONFIG_NAMES[key]), key=lambda p: p.concurrency
+        )
+
+
+def machine_info() -> dict[str, Any]:
+    import platform
+
+    import onnxruntime
+
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory_gib = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        first = Path("/proc/meminfo").read_text().splitlines()[0]
+        memory_gib = int(first.split()[1]) / 1024 / 1024
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_gib, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "tritonserver": "2.51.0 (nvidia-pytriton 0.7.0 wheel)",
+        "load_average_start": list(os.getloadavg()),
+    }
+
+
+def _measure_series(
+    result: BenchResult,
+    key: str,
+    make_target: Callable[[], Target],
+    texts: Sequence[str],
+    options: BenchOptions,
+    progress: Callable[[str], None],
+    stats_url: str | None = None,
+) -> None:
+    for concurrency in options.concurrencies:
+        progress(f"{CONFIG_NAMES[key]} @ c={concurrency}")
+        window = StatsWindow(stats_url) if stats_url else None
+        point = run_point(
+            make_target(),
+            texts,
+            concurrency,
+            warmup_s=options.warmup_s,
+            duration_s=options.duration_s,
+            on_window_start=window.start if window else None,
+            on_window_end=window.end if window else None,
+        )
+        point.config = CONFIG_NAMES[key]
+        if window is not None:
+            result.server_stats[f"{key}@{concurrency}"] = window.deltas()
+        result.points.append(point)
+
+
+@contextlib.contextmanager
+def _triton(repository: Path, models: list[str]) -> Iterator[LocalTriton]:
+    server = LocalTriton(repository, models=models, cache_size=0, exit_timeout=5)
+    with server:
+        yield server
+
+
+def _triton_target(server: LocalTriton, model: str, options: BenchOptions, name: str) -> Target:
+    if options.protocol == "http":
+        return TritonHttpTarget(server.http_address, model, name=name)
+    return TritonGrpcTarget(server.grpc_address, model, name=name)
+
+
+def run_inprocess(
+    result: BenchResult,
+    files: PipelineFiles,
+    texts: Sequence[str],
+    options: BenchOptions,
+    progress: Callable[[str], None],
+) -> None:
+    """(a) at each concurrency as the batch size, plus the best batch size and three probes."""
+    embedder = inprocess.InProcessEmbedder(files.onnx, files.tokenizer, files.buckets)
+    batch_sizes = sorted(set(options.concurrencies) | {8, 32})
+    best: Point | None = None
+    for batch in batch_sizes:
+        progress(f"{CONFIG_NAMES['a']} @ batch={batch}")
+        point = inprocess.measure_batch(
+            embedder,
+            texts,
+            batch,
+            warmup_s=min(options.warmup_s, 1.0),
+            duration_s=options.duration_s / 2,
+            name=CONFIG_NAMES["a"],
+        )
+        if batch in options.concurrencies:
+            result.points.append(point)
+        if best is None or point.throughput > best.throughput:
+            best = point
+    assert best is not None
+    result.probes["a_best_batch"] = best.as_dict()
+    single = next(p for p in result.points if p.config == CONFIG_NAMES["a"] and p.concurrency == 1)
+    result.probes["a_single_request_ms"] = single.p50_ms
+
+    # Bucketing: the same batch of 32 padded three ways.
+    short = options.duration_s / 4
+    probes: dict[str, Any] = {}
+    for label, grouped, pad_to in (
+        ("grouped by bucket", True, None),
+        ("mixed, padded to the bucket of the longest", False, None),
+        ("mixed, padded to 256", False, 256),
+    ):
+        progress(f"bucketing probe: {label}")
+        point = inprocess.measure_batch(
+            embedder, texts, 32, warmup_s=0.3, duration_s=short, grouped=grouped, pad_to=pad_to
+        )
+        probes[label] = round(point.throughput, 1)
+    result.probes["bucketing_batch32_sentences_per_s"] = probes
+
+    # ONNX Runtime threads: one thread per session (one per instance) against all cores.
+    threads: dict[str, Any] = {}
+    for count in (1, 2):
+        single_thread = inprocess.InProcessEmbedder(
+            files.onnx, files.tokenizer, files.buckets, intra_op_threads=count
+        )
+        for batch in (1, 32):
+            progress(f"threads probe: intra_op={count} batch={batch}")
+            point = inprocess.measure_batch(
+                single_thread, texts, batch, warmup_s=0.3, duration_s=short
+            )
+            threads[f"intra_op={count} batch={batch}"] = {
+                "sentences_per_s": round(point.throughput, 1),
+                "p50_ms": round(point.p50_ms, 2),
+            }
+    result.probes["ort_threads"] = threads
+    if files.onnx_int8 is not None:
+        int8 = inprocess.InProcessEmbedder(files.onnx_int8, files.tokenizer, files.buckets)
+        progress("INT8 in-process at the best batch size")
+        point = inprocess.measure_batch(
+            int8, texts, int(best.concurrency), warmup_s=0.5, duration_s=short
+        )
+        result.probes["a_int8_best_batch_sentences_per_s"] = round(point.throughput, 1)
+
+
+def run_triton(
+    result: BenchResult,
+    texts: Sequence[str],
+    options: BenchOptions,
+    progress: Callable[[str], None],
+    workdir: Path,
+) -> None:
+    """(b) and (e) on one server, probes and profiles on (b); then (c) on a second server."""
+    keys = [k for k in "be" if k in options.configs]
+    models = [ENSEMBLE] + ([ENSEMBLE_INT8] if "e" in keys else [])
+    if keys:
+        staged = stage_repository(
+            options.repository, workdir / "tuned", models, edit=without_response_cache
+        )
+        progress("starting Triton (b, e)")
+        with _triton(staged, models) as server:
+            for key, model in (("b", ENSEMBLE), ("e", ENSEMBLE_INT8)):
+                if key in keys:
+                    _measure_series(
+                        result,
+                        key,
+                        functools.partial(
+                            _triton_target, server, model, options, CONFIG_NAMES[key]
+                        ),
+                        texts,
+                        options,
+                        progress,
+                        server.metrics_url,
+                    )
+            if "b" in keys:
+                run_probes(result, server, texts, options, progress)
+                if options.profile:
+                    run_profile(result, server, texts, options, progress)
+    if "c" in options.configs:
+        staged = stage_repository(
+            options.repository,
+            workdir / "unbatched",
+            [ENSEMBLE],
+            edit=chain(without_response_cache, without_dynamic_batching),
+        )
+        progress("starting Triton without dynamic batching (c)")
+        with _triton(staged, [ENSEMBLE]) as server:
+            _measure_series(
+                result,
+                "c",
+                lambda: _triton_target(server, ENSEMBLE, options, CONFIG_NAMES["c"]),
+                texts,
+                options,
+                progress,
+                server.metrics_url,
+            )
+
+
+def run_probes(
+    result: BenchResult,
+    server: LocalTriton,
+    texts: Sequence[str],
+    options: BenchOptions,
+    progress: Callable[[str], None],
+) -> None:
+    """Client paths at c=1: gRPC, HTTP, and gRPC with the output in system shared memory."""
+    probes: dict[str, Any] = {}
+    short = max(options.duration_s / 2, 2.0)
+    targets: list[tuple[str, Target]] = [
+        ("grpc", TritonGrpcTarget(server.grpc_address, ENSEMBLE)),
+        ("http", TritonHttpTarget(server.http_address, ENSEMBLE)),
+        (
+            "grpc + system shared memory output",
+            TritonGrpcShmTarget(server.grpc_address, ENSEMBLE, headers=server.admin_headers),
+        ),
+    ]
+    for label, target in targets:
+        progress(f"client path probe at c=1: {label}")
+        try:
+            point = run_point(target, texts, 1, warmup_s=0.5, duration_s=short)
+        except Exception as error:  # noqa: BLE001 - a probe that fails is reported, not fatal
+            probes[label] = {"error": f"{type(error).__name__}: {error}"}
+            continue
+        probes[label] = {
+            "p50_ms": round(point.p50_ms, 3),
+            "p99_ms": round(point.p99_ms, 3),
+            "errors": point.errors,
+            "first_error": point.first_error,
+        }
+    result.probes["client_paths_c1"] = probes
+
+
+def run_profile(
+    result: BenchResult,
+    server: LocalTriton,
+    texts: Sequence[str],
+    options: BenchOptions,
+    progress: Callable[[str], None],
+) -> None:
+    """py-spy on every stub while (b) runs at c=16 (a separate, unmeasured pass)."""
+    seconds = max(options.duration_s / 2, 3.0)
+    stubs = stub_pids(server.group_pids())
+    stubs = {m: p for m, p in stubs.items() if m != "text_encoder_int8"}
+    running = start_records(stubs, seconds, options.out_dir / "profile")
+    if not running:
+        result.probes["profile_error"] = "py-spy not found (pip install '.[bench]')"
+        return
+    progress(f"profiling {len(running)} stub(s) with py-spy at c=16")
+    point = run_point(
+        TritonGrpcTarget(server.grpc_address, ENSEMBLE),
+        texts,
+        16,
+        warmup_s=0.2,
+        duration_s=seconds,
+    )
+    result.probes["profile_pass_throughput"] = round(point.throughput, 1)
+    result.profiles = [p.as_dict() for p in finish_records(running, seconds)]
+
+
+@contextlib.contextmanager
+def fastapi_server(files: PipelineFiles) -> Iterator[str]:
+    """uvicorn with one worker serving ``tritonctl.bench.fastapi_app``; yields the endpoint URL."""
+    port = free_port()
+    env = dict(os.environ)
+    env["TRITONCTL_BENCH_ONNX"] = str(files.onnx)
+    env["TRITONCTL_BENCH_TOKENIZER"] = str(files.tokenizer)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tritonctl.bench.fastapi_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                raise RuntimeError(f"the FastAPI baseline exited:\n{stderr[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the FastAPI baseline did not start in 60 s") from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/embed"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = None) -> BenchResult:
+    """Measure every configuration in ``options.configs``; the caller writes the report."""
+    from tritonctl.corpus import sentences
+
+    say = progress or (lambda message: console.log(message))
+    files = pipeline_files(options.repository)
+    texts = sentences()
+    result = BenchResult(machine=machine_info())
+    result.options = {
+        "concurrencies": list(options.concurrencies),
+        "warmup_s": options.warmup_s,
+        "duration_s": options.duration_s,
+        "configs": options.configs,
+        "protocol": options.protocol,
+        "corpus_sentences": len(texts),
+        "buckets": list(files.buckets),
+        "onnx": str(files.onnx),
+    }
+    if "a" in options.configs:
+        run_inprocess(result, files, texts, options, say)
+    with tempfile.TemporaryDirectory(prefix="tritonctl-bench-") as tmp:
+        run_triton(result, texts, options, say, Path(tmp))
+    if "d" in options.configs:
+        say("starting the FastAPI baseline (d)")
+        with fastapi_server(files) as url:
+            _measure_series(
+                result,
+                "d",
+                lambda: JsonHttpTarget(url, name=CONFIG_NAMES["d"]),
+                texts,
+                options,
+                say,
+            )
+    result.machine["load_average_end"] = list(os.getloadavg())
+    return result
