@@ -1,0 +1,54 @@
+"""Triton Python model ``classify_postprocess``: logits → top-k labels and probabilities.
+
+Input ``LOGITS`` (FP32 ``[10]`` per item); outputs ``LABELS`` (BYTES ``[k]``, class names such
+as ``b"7"``, most probable first) and ``SCORES`` (FP32 ``[k]``, their softmax probabilities).
+``k`` is the config parameter ``top_k`` (default 3) and must match the outputs' dims.
+All requests of an ``execute`` call go through one softmax and one sort.
+
+The build stores ``reference_profile.json`` beside this file: the validation split's predicted
+class distribution and input-intensity histogram, the reference for drift monitoring.
+"""
+
+import json
+
+import numpy as np
+
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # imported outside Triton, e.g. by unit tests of the pure helpers below
+    pb_utils = None
+
+CLASSES = np.array([str(d).encode() for d in range(10)], dtype=object)
+
+
+def top_k(logits, k):
+    """float ``[N, C]`` → (labels object ``[N, k]``, probabilities float32 ``[N, k]``)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(probabilities, order, axis=1).astype(np.float32)
+    return CLASSES[order], scores
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        value = config.get("parameters", {}).get("top_k", {}).get("string_value")
+        self.k = int(value) if value else 3
+        dims = {o["name"]: o["dims"] for o in config["output"]}
+        if any(int(d[-1]) not in (-1, self.k) for d in dims.values()):
+            raise pb_utils.TritonModelException(f"top_k={self.k} does not match output dims {dims}")
+        if not 1 <= self.k <= len(CLASSES):
+            raise pb_utils.TritonModelException(f"top_k must be 1..{len(CLASSES)}, got {self.k}")
+
+    def execute(self, requests):
+        arrays = [pb_utils.get_input_tensor_by_name(r, "LOGITS").as_numpy() for r in requests]
+        labels, scores = top_k(np.concatenate(arrays), self.k)
+        offsets = np.cumsum([len(a) for a in arrays])[:-1]
+        return [
+            pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor("LABELS", lab), pb_utils.Tensor("SCORES", sco)]
+            )
+            for lab, sco in zip(np.split(labels, offsets), np.split(scores, offsets), strict=True)
+        ]
