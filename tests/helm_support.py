@@ -34,7 +34,10 @@ CRD_SCHEMAS = {
 #: Values for each combination the chart must render (merged over the defaults).
 COMBINATIONS: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "gpu": {"gpu": {"enabled": True, "count": 1}, "nodeSelector": {"nvidia.com/gpu.present": "true"}},
+    "gpu": {
+        "gpu": {"enabled": True, "count": 1},
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+    },
     "hpa-prometheus-adapter": {
         "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 8},
         "monitoring": {
@@ -43,8 +46,12 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
             "grafanaDashboard": {"enabled": True},
         },
     },
-    "keda": {"autoscaling": {"enabled": True, "provider": "keda", "minReplicas": 1, "maxReplicas": 6}},
-    "source-pvc": {"repository": {"source": "pvc", "pvc": {"claimName": "models", "subPath": "v1"}}},
+    "keda": {
+        "autoscaling": {"enabled": True, "provider": "keda", "minReplicas": 1, "maxReplicas": 6}
+    },
+    "source-pvc": {
+        "repository": {"source": "pvc", "pvc": {"claimName": "models", "subPath": "v1"}}
+    },
     "source-s3sync": {
         "repository": {
             "source": "s3sync",
@@ -56,14 +63,29 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         }
     },
     "source-native-s3": {
-        "repository": {"source": "native", "native": {"url": "s3://models/tritonctl", "credentialsSecret": "aws"}}
+        "repository": {
+            "source": "native",
+            "native": {"url": "s3://models/tritonctl", "credentialsSecret": "aws"},
+        }
     },
     "source-native-gs": {
-        "repository": {"source": "native", "native": {"url": "gs://models/tritonctl", "credentialsSecret": "gcp"}}
+        "repository": {
+            "source": "native",
+            "native": {"url": "gs://models/tritonctl", "credentialsSecret": "gcp"},
+        }
     },
-    "locust": {"locust": {"enabled": True, "workers": 3, "extraArgs": ["--headless", "-u", "32", "-t", "5m"]}},
+    "locust": {
+        "locust": {
+            "enabled": True,
+            "workers": 3,
+            "extraArgs": ["--headless", "-u", "32", "-t", "5m"],
+        }
+    },
     "ingress-gateway": {
-        "ingress": {"enabled": True, "grpc": {"tls": [{"hosts": ["triton-grpc.example.com"], "secretName": "tls"}]}},
+        "ingress": {
+            "enabled": True,
+            "grpc": {"tls": [{"hosts": ["triton-grpc.example.com"], "secretName": "tls"}]},
+        },
         "gateway": {
             "enabled": True,
             "parentRefs": [{"name": "inference-gateway", "namespace": "gateway"}],
@@ -80,7 +102,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render(key: str) -> tuple[tuple[str, str], ...]:
     values = json.loads(key)
     return tuple(chart.render(values, release=RELEASE, namespace=NAMESPACE, chart=CHART).items())
@@ -97,7 +119,9 @@ def objects(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
 
 def find(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
     matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
-    assert len(matches) == 1, f"expected one {kind} *{name_suffix}, found {[d['metadata']['name'] for d in matches]}"
+    assert len(matches) == 1, (
+        f"expected one {kind} *{name_suffix}, found {[d['metadata']['name'] for d in matches]}"
+    )
     return matches[0]
 
 
@@ -124,7 +148,7 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def crd_validator(api_version: str, kind: str) -> jsonschema.Draft7Validator:
     schema = json.loads((CRDS / CRD_SCHEMAS[(api_version, kind)]).read_text())
     schema.pop("$comment", None)
@@ -137,7 +161,10 @@ def validate(doc: dict[str, Any]) -> list[str]:
     """Every way ``doc`` breaks its schema, for each Kubernetes version checked (empty: valid)."""
     key = (doc.get("apiVersion", ""), doc.get("kind", ""))
     if key in CRD_SCHEMAS:
-        return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in crd_validator(*key).iter_errors(doc)]
+        return [
+            f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in crd_validator(*key).iter_errors(doc)
+        ]
     problems = []
     for version in KUBE_VERSIONS:
         try:

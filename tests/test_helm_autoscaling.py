@@ -25,7 +25,11 @@ def test_hpa_scales_on_queue_time_per_request_with_cpu_fallback() -> None:
     docs = hs.objects(ADAPTER)
     hpa = hs.find(docs, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "demo-tritonctl"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "demo-tritonctl",
+    }
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
     pods, cpu = hpa["spec"]["metrics"]
     assert pods == {
@@ -35,7 +39,10 @@ def test_hpa_scales_on_queue_time_per_request_with_cpu_fallback() -> None:
             "target": {"type": "AverageValue", "averageValue": "20000"},
         },
     }
-    assert cpu == {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}
+    assert cpu == {
+        "type": "Resource",
+        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+    }
     behavior = hpa["spec"]["behavior"]
     assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
@@ -48,11 +55,16 @@ def test_prometheus_adapter_rule_is_exact_and_namespace_free() -> None:
     rule = adapter["rule"]
     assert rule["metricsQuery"] == EXPECTED_ADAPTER_QUERY
     assert rule["name"]["as"] == adapter["metricName"] == "triton_queue_us_per_request"
-    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
     assert "namespace=" not in rule["metricsQuery"] and "delta(" not in rule["metricsQuery"]
     # What prometheus-adapter sends for two pods of one namespace parses as PromQL.
-    query = rule["metricsQuery"].replace("<<.GroupBy>>", "namespace, pod").replace(
-        "<<.LabelMatchers>>", 'namespace="ml",pod=~"demo-1|demo-2"'
+    query = (
+        rule["metricsQuery"]
+        .replace("<<.GroupBy>>", "namespace, pod")
+        .replace("<<.LabelMatchers>>", 'namespace="ml",pod=~"demo-1|demo-2"')
     )
     promql_parser.parse(query)
     promql_parser.parse(rule["seriesQuery"])
@@ -60,7 +72,9 @@ def test_prometheus_adapter_rule_is_exact_and_namespace_free() -> None:
 
 def test_shipped_adapter_values_hold_the_same_rule() -> None:
     shipped = yaml.safe_load((hs.ROOT / "helm" / "prometheus-adapter-values.yaml").read_text())
-    assert shipped["rules"]["custom"] == [chart_values()["autoscaling"]["prometheusAdapter"]["rule"]]
+    assert shipped["rules"]["custom"] == [
+        chart_values()["autoscaling"]["prometheusAdapter"]["rule"]
+    ]
     assert shipped["rules"]["default"] is False
 
 
@@ -79,14 +93,21 @@ def test_keda_scaled_object_targets_the_per_pod_mean() -> None:
     assert query == f"sum({per_pod})"
     promql_parser.parse(query)
     assert queue["metadata"]["threshold"] == "20000"
-    assert cpu == {"type": "cpu", "name": "cpu-fallback", "metricType": "Utilization", "metadata": {"value": "80"}}
+    assert cpu == {
+        "type": "cpu",
+        "name": "cpu-fallback",
+        "metricType": "Utilization",
+        "metadata": {"value": "80"},
+    }
     assert scaled["fallback"] == {"failureThreshold": 3, "replicas": 2}
     behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
 
 
 def test_model_matcher_narrows_the_signal() -> None:
-    values = {"autoscaling": {"enabled": True, "provider": "keda", "modelMatcher": 'model="text_encoder"'}}
+    values = {
+        "autoscaling": {"enabled": True, "provider": "keda", "modelMatcher": 'model="text_encoder"'}
+    }
     query = hs.find(hs.objects(values), "ScaledObject")["spec"]["triggers"][0]["metadata"]["query"]
     assert query.count('model="text_encoder"') == 2
     promql_parser.parse(query)

@@ -38,7 +38,7 @@ def all_pod_specs(values: dict[str, Any]) -> list[dict[str, Any]]:
 def test_one_triton_version_everywhere() -> None:
     metadata = yaml.safe_load((hs.CHART / "Chart.yaml").read_text())
     values = yaml.safe_load((hs.CHART / "values.yaml").read_text())
-    repository, tag = tritonctl.NGC_IMAGE.rsplit(":", 1)
+    _, tag = tritonctl.NGC_IMAGE.rsplit(":", 1)
     assert metadata["appVersion"] == tritonctl.TRITON_VERSION
     assert metadata["annotations"]["tritonctl/ngc-image"] == tritonctl.NGC_IMAGE
     assert f"{values['image']['repository']}:{values['image']['tag']}" == tritonctl.NGC_IMAGE
@@ -49,7 +49,10 @@ def test_one_triton_version_everywhere() -> None:
     assert re.search(rf"^ARG TRITON_IMAGE={re.escape(tritonctl.NGC_IMAGE)}$", dockerfile, re.M)
     assert re.search(r"^FROM \$\{TRITON_IMAGE\} AS triton$", dockerfile, re.M)
     assert re.search(r"^USER 1000:1000$", dockerfile.split("AS triton")[1], re.M)
-    assert hs.find(hs.objects(), "Deployment")["metadata"]["labels"]["app.kubernetes.io/version"] == tritonctl.TRITON_VERSION
+    assert (
+        hs.find(hs.objects(), "Deployment")["metadata"]["labels"]["app.kubernetes.io/version"]
+        == tritonctl.TRITON_VERSION
+    )
 
 
 def test_probes_allow_long_model_loads() -> None:
@@ -59,7 +62,11 @@ def test_probes_allow_long_model_loads() -> None:
     assert ready["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert live["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
-    assert {p["name"]: p["containerPort"] for p in triton["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert {p["name"]: p["containerPort"] for p in triton["ports"]} == {
+        "http": 8000,
+        "grpc": 8001,
+        "metrics": 8002,
+    }
 
 
 def test_dev_shm_is_memory_backed_with_a_limit() -> None:
@@ -103,15 +110,22 @@ def test_cpu_only_by_default_and_a_gpu_when_asked() -> None:
     assert gpu["limits"]["nvidia.com/gpu"] == 1 and gpu["requests"]["nvidia.com/gpu"] == 1
     assert gpu["limits"]["memory"] == cpu["limits"]["memory"]
     spec = server(gpu_values)["spec"]["template"]["spec"]
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert "--allow-gpu-metrics=true" in args(gpu_values)
 
 
 def test_replicas_spread_over_nodes_and_zones() -> None:
     spread = server()["spec"]["template"]["spec"]["topologySpreadConstraints"]
-    assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
-    assert all(c["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server" for c in spread)
+    assert {c["topologyKey"] for c in spread} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+    assert all(
+        c["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server" for c in spread
+    )
 
 
 def test_server_arguments() -> None:
@@ -126,7 +140,11 @@ def test_server_arguments() -> None:
     assert "--strict-readiness=true" in got
     mode_none = args(hs.COMBINATIONS["mode-none-no-restrictions"])
     assert "--model-control-mode=none" in mode_none
-    assert not [a for a in mode_none if a.startswith(("--load-model", "--http-restricted", "--grpc-restricted"))]
+    assert not [
+        a
+        for a in mode_none
+        if a.startswith(("--load-model", "--http-restricted", "--grpc-restricted"))
+    ]
 
 
 def test_admin_apis_are_restricted_with_a_key_from_a_secret() -> None:
@@ -140,14 +158,16 @@ def test_admin_apis_are_restricted_with_a_key_from_a_secret() -> None:
     assert secret["metadata"]["name"] == secret_name and len(secret["data"]["admin-key"]) >= 40
     existing = {"restrictedApis": {"existingSecret": "my-admin-key"}}
     assert "Secret" not in hs.kinds(hs.objects(existing))
-    assert {e["name"]: e for e in container(existing)["env"]}["ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == (
-        "my-admin-key"
-    )
+    assert {e["name"]: e for e in container(existing)["env"]}["ADMIN_KEY"]["valueFrom"][
+        "secretKeyRef"
+    ]["name"] == ("my-admin-key")
 
 
 def test_in_flight_requests_finish_on_shutdown() -> None:
     spec = server()["spec"]["template"]["spec"]
-    exit_timeout = int(next(a for a in args() if a.startswith("--exit-timeout-secs=")).split("=")[1])
+    exit_timeout = int(
+        next(a for a in args() if a.startswith("--exit-timeout-secs=")).split("=")[1]
+    )
     sleep = int(container()["lifecycle"]["preStop"]["exec"]["command"][1])
     assert sleep > 0 and sleep + exit_timeout < spec["terminationGracePeriodSeconds"]
     assert server()["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
@@ -170,7 +190,10 @@ def test_model_repository_sources(combination: str, repository: str) -> None:
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["name"]: m for m in container(values)["volumeMounts"]}
     if combination == "source-pvc":
-        assert volumes["model-repository"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+        assert volumes["model-repository"]["persistentVolumeClaim"] == {
+            "claimName": "models",
+            "readOnly": True,
+        }
         assert mounts["model-repository"] == {
             "name": "model-repository", "mountPath": "/models", "readOnly": True, "subPath": "v1",
         }  # fmt: skip
@@ -180,7 +203,10 @@ def test_model_repository_sources(combination: str, repository: str) -> None:
         assert init["args"][-2:] == ["s3://models/tritonctl", "/models"]
         assert "--endpoint-url=http://minio.storage.svc:9000" in init["args"]
         assert init["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
-        assert "emptyDir" in volumes["model-repository"] and mounts["model-repository"]["readOnly"] is True
+        assert (
+            "emptyDir" in volumes["model-repository"]
+            and mounts["model-repository"]["readOnly"] is True
+        )
     elif combination == "source-native-s3":
         assert container(values)["envFrom"] == [{"secretRef": {"name": "aws"}}]
         assert "model-repository" not in volumes
@@ -202,11 +228,19 @@ def test_grpc_gets_a_headless_service_and_l7_routes() -> None:
     grpc_port = next(p for p in headless["spec"]["ports"] if p["name"] == "grpc")
     assert grpc_port["port"] == 8001 and grpc_port["appProtocol"] == "kubernetes.io/h2c"
     ingress = hs.find(docs, "Ingress", "-grpc")
-    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
-    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] == {"name": "grpc"}
-    assert "backend-protocol" not in str(hs.find(docs, "Ingress", "-http")["metadata"].get("annotations"))
+    assert (
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    )
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] == {
+        "name": "grpc"
+    }
+    assert "backend-protocol" not in str(
+        hs.find(docs, "Ingress", "-http")["metadata"].get("annotations")
+    )
     route = hs.find(docs, "GRPCRoute")
-    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": main["metadata"]["name"], "port": 8001}]
+    assert route["spec"]["rules"][0]["backendRefs"] == [
+        {"name": main["metadata"]["name"], "port": 8001}
+    ]
 
 
 def test_network_policy_and_disruption_budget() -> None:
@@ -215,9 +249,13 @@ def test_network_policy_and_disruption_budget() -> None:
     assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server"
     inference, metrics = policy["spec"]["ingress"]
     assert {p["port"] for p in inference["ports"]} == {"http", "grpc"}
-    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": hs.RELEASE}}} in inference["from"]
+    assert {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/instance": hs.RELEASE}}
+    } in inference["from"]
     assert [p["port"] for p in metrics["ports"]] == ["metrics"]
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in metrics["from"]
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    } in metrics["from"]
     budget = hs.find(docs, "PodDisruptionBudget")
     assert budget["spec"]["maxUnavailable"] == 1
     assert budget["spec"]["selector"] == server()["spec"]["selector"]
@@ -229,12 +267,16 @@ def test_helm_test_pod_runs_the_shipped_script() -> None:
     script = hs.find(docs, "ConfigMap", "-test")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert script["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    assert script["data"]["helm_test.py"] == (hs.CHART / "files" / "helm_test.py").read_text().rstrip("\n")
+    assert script["data"]["helm_test.py"] == (
+        hs.CHART / "files" / "helm_test.py"
+    ).read_text().rstrip("\n")
     (test,) = pod["spec"]["containers"]
     assert test["command"] == ["python3", "/test/helm_test.py"]
     env = {e["name"]: e["value"] for e in test["env"]}
     assert env["TRITON_MODEL"] == "text_embedding"
-    assert env["TRITON_HTTP"] == f"{hs.RELEASE}-tritonctl:8000" and env["TRITON_RESTRICTED"] == "true"
+    assert (
+        env["TRITON_HTTP"] == f"{hs.RELEASE}-tritonctl:8000" and env["TRITON_RESTRICTED"] == "true"
+    )
 
 
 def test_locust_runs_the_projects_loadtests() -> None:
@@ -255,7 +297,11 @@ def test_locust_runs_the_projects_loadtests() -> None:
 
 def _promql(expr: str) -> None:
     """Parse with a real PromQL parser, Grafana variables replaced by sample values."""
-    sample = expr.replace("$__rate_interval", "1m").replace("$namespace", "ml").replace("$service", "demo")
+    sample = (
+        expr.replace("$__rate_interval", "1m")
+        .replace("$namespace", "ml")
+        .replace("$service", "demo")
+    )
     promql_parser.parse(sample)
 
 
@@ -267,7 +313,10 @@ def test_alerts_cover_latency_errors_queue_and_drift() -> None:
     alerts = {r["alert"]: r["expr"] for r in rules if "alert" in r}
     recorded = {r["record"]: r["expr"] for r in rules if "record" in r}
     selector = f'namespace="{hs.NAMESPACE}",service="{hs.RELEASE}-tritonctl"'
-    assert f'nv_inference_request_summary_us{{{selector},quantile="0.95"}}' in alerts["TritonP95LatencyOverSLO"]
+    assert (
+        f'nv_inference_request_summary_us{{{selector},quantile="0.95"}}'
+        in alerts["TritonP95LatencyOverSLO"]
+    )
     assert alerts["TritonP95LatencyOverSLO"].endswith("/ 1000 > 100")
     assert "nv_inference_request_failure" in recorded["tritonctl:error_ratio:rate5m"]
     assert "tritonctl:error_ratio:rate5m" in alerts["TritonErrorRatioHigh"]
@@ -275,7 +324,7 @@ def test_alerts_cover_latency_errors_queue_and_drift() -> None:
     assert "nv_inference_queue_duration_us" in recorded["tritonctl:queue_us_per_request:rate1m"]
     assert "tritonctl_drift_psi" in alerts["TritonModelDrift"]
     assert "tritonctl_low_confidence_ratio" in alerts["TritonLowConfidenceRatioHigh"]
-    assert "namespace=\"default\"" not in json.dumps(rules)
+    assert 'namespace="default"' not in json.dumps(rules)
 
 
 def test_dashboard_shows_what_an_operator_needs() -> None:
@@ -301,5 +350,14 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
         "tritonctl_drift_psi",
     ):
         assert metric in text, metric
-    batch = next(t["expr"] for p in dashboard["panels"] if "batch" in p["title"].lower() for t in p["targets"])
-    assert batch.index("nv_inference_count") < batch.index("/ clamp_min(") < batch.index("nv_inference_exec_count")
+    batch = next(
+        t["expr"]
+        for p in dashboard["panels"]
+        if "batch" in p["title"].lower()
+        for t in p["targets"]
+    )
+    assert (
+        batch.index("nv_inference_count")
+        < batch.index("/ clamp_min(")
+        < batch.index("nv_inference_exec_count")
+    )

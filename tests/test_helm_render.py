@@ -14,9 +14,21 @@ from tests import helm_support as hs
 from tritonctl.k8s import chart
 
 EXPECTED_KINDS = {
-    "defaults": {"Deployment", "Service", "Secret", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget"},
+    "defaults": {
+        "Deployment",
+        "Service",
+        "Secret",
+        "ServiceAccount",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    },
     "gpu": {"Deployment"},
-    "hpa-prometheus-adapter": {"HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule", "ConfigMap"},
+    "hpa-prometheus-adapter": {
+        "HorizontalPodAutoscaler",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+    },
     "keda": {"ScaledObject"},
     "source-pvc": {"Deployment"},
     "source-s3sync": {"Deployment"},
@@ -43,13 +55,17 @@ def test_validation_is_strict() -> None:
     deployment = copy.deepcopy(hs.find(hs.objects(), "Deployment"))
     deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
     assert hs.validate(deployment)
-    monitor = copy.deepcopy(hs.find(hs.objects(hs.COMBINATIONS["hpa-prometheus-adapter"]), "ServiceMonitor"))
+    monitor = copy.deepcopy(
+        hs.find(hs.objects(hs.COMBINATIONS["hpa-prometheus-adapter"]), "ServiceMonitor")
+    )
     monitor["spec"]["endpoints"][0]["intervall"] = "15s"
     assert hs.validate(monitor)
     scaled = copy.deepcopy(hs.find(hs.objects(hs.COMBINATIONS["keda"]), "ScaledObject"))
     scaled["spec"]["minReplicaCount"] = "one"
     assert hs.validate(scaled)
-    rule = copy.deepcopy(hs.find(hs.objects(hs.COMBINATIONS["hpa-prometheus-adapter"]), "PrometheusRule"))
+    rule = copy.deepcopy(
+        hs.find(hs.objects(hs.COMBINATIONS["hpa-prometheus-adapter"]), "PrometheusRule")
+    )
     rule["spec"]["groups"][1]["rules"][0]["for"] = "five minutes"
     assert hs.validate(rule)
 
@@ -61,7 +77,9 @@ def test_defaults_render_only_the_server() -> None:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("values", [{}, hs.COMBINATIONS["hpa-prometheus-adapter"], hs.COMBINATIONS["locust"]])
+@pytest.mark.parametrize(
+    "values", [{}, hs.COMBINATIONS["hpa-prometheus-adapter"], hs.COMBINATIONS["locust"]]
+)
 def test_helm_lint_is_clean(values: dict) -> None:
     report = chart.lint(values, chart=hs.CHART)
     assert report["errors"] == []
@@ -79,12 +97,18 @@ def test_notes_tell_how_to_reach_and_test_the_release() -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"terminationGracePeriodSeconds": 30, "server": {"exitTimeoutSeconds": 30}}, "terminationGracePeriodSeconds"),
+        (
+            {"terminationGracePeriodSeconds": 30, "server": {"exitTimeoutSeconds": 30}},
+            "terminationGracePeriodSeconds",
+        ),
         ({"repository": {"source": "pvc"}}, "repository.pvc.claimName is required"),
         ({"repository": {"source": "s3sync"}}, "repository.s3sync.url is required"),
         ({"repository": {"source": "native"}}, "repository.native.url is required"),
         ({"server": {"loadModels": []}}, "server.loadModels must list"),
-        ({"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}, "minReplicas must not exceed"),
+        (
+            {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
+            "minReplicas must not exceed",
+        ),
         ({"gateway": {"enabled": True}}, "gateway.parentRefs"),
     ],
 )

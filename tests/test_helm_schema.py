@@ -21,12 +21,18 @@ from tritonctl.k8s import chart
         ({"autoscaling": {"provider": "vpa"}}, "/autoscaling/provider"),
         ({"autoscaling": {"minReplicas": 0}}, "/autoscaling/minReplicas"),
         ({"autoscaling": {"cpuTargetUtilization": 150}}, "/autoscaling/cpuTargetUtilization"),
-        ({"autoscaling": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 7200}}}}, "stabilizationWindowSeconds"),
+        (
+            {"autoscaling": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 7200}}}},
+            "stabilizationWindowSeconds",
+        ),
         ({"restrictedApis": {"apis": ["everything"]}}, "/restrictedApis/apis/0"),
         ({"repository": {"native": {"url": "ftp://models"}}}, "/repository/native/url"),
         ({"ports": {"http": 70000}}, "/ports/http"),
         ({"shm": {"sizeLimit": "lots"}}, "/shm/sizeLimit"),
-        ({"monitoring": {"serviceMonitor": {"interval": "often"}}}, "/monitoring/serviceMonitor/interval"),
+        (
+            {"monitoring": {"serviceMonitor": {"interval": "often"}}},
+            "/monitoring/serviceMonitor/interval",
+        ),
         ({"gpu": {"enabled": "yes"}}, "/gpu/enabled"),
         ({"replicas": 3}, "replicas"),  # a typo of replicaCount
     ],

@@ -61,5 +61,5 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     except (ChartError, DeployError) as error:
-        err_console.print(f"[red]✗[/] {error}", markup=True, highlight=False)
+        err_console.print(f"[red]✗[/] {error}", highlight=False, soft_wrap=True)
         return 1

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             queue_share=args.queue_share,
         )
     except PlanError as error:
-        err_console.print(f"[red]✗[/] {error}")
+        err_console.print(f"[red]✗[/] {error}", highlight=False, soft_wrap=True)
         return 2
     for line in plan.reasoning:
         console.print(f"• {line}", soft_wrap=True)

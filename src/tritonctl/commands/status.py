@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             args.release, args.namespace, kubeconfig=args.kubeconfig, context=args.context
         )
     except ClusterUnavailable as error:
-        err_console.print(f"[red]✗[/] {error}", highlight=False)
+        err_console.print(f"[red]✗[/] {error}", highlight=False, soft_wrap=True)
         return 1
     for renderable in render(status):
         console.print(renderable)

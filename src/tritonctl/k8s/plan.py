@@ -6,7 +6,8 @@ The capacity figure is what one replica sustains within the latency SLO, as foun
     {"capacity": {"rps": 412.5, "users": 48}, ...}
 
 (``rps``: requests per second one replica serves within the SLO; ``users``: the concurrent
-users at that point; other keys are ignored).
+users at that point). When the summary also holds ``profile.objectives.p95_ms``, that SLO is
+used unless one is given; other keys are ignored.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Capacity:
     rps: float
     users: int | None = None
     source: str = "command line"
+    #: The p95 objective the capacity was measured against, when the summary records it.
+    slo_p95_ms: float | None = None
 
 
 def load_capacity(path: str | Path) -> Capacity:
@@ -41,6 +44,10 @@ def load_capacity(path: str | Path) -> Capacity:
     except json.JSONDecodeError as error:
         raise PlanError(f"{path}: not JSON ({error})") from error
     capacity = data.get("capacity") if isinstance(data, dict) else None
+    if isinstance(data, dict) and "capacity" in data and capacity is None:
+        raise PlanError(
+            f"{path}: no load held the SLO in that capacity search, so there is no capacity to plan with"
+        )
     if not isinstance(capacity, dict) or "rps" not in capacity:
         raise PlanError(
             f'{path}: expected {{"capacity": {{"rps": <float>, "users": <int>}}}} '
@@ -53,7 +60,14 @@ def load_capacity(path: str | Path) -> Capacity:
             f"{path}: capacity.rps must be a number, not {capacity['rps']!r}"
         ) from error
     users = capacity.get("users")
-    return Capacity(rps=rps, users=int(users) if users is not None else None, source=str(path))
+    objectives = (data.get("profile") or {}).get("objectives") or {}
+    slo = objectives.get("p95_ms") if isinstance(objectives, dict) else None
+    return Capacity(
+        rps=rps,
+        users=int(users) if users is not None else None,
+        source=str(path),
+        slo_p95_ms=float(slo) if isinstance(slo, int | float) and slo > 0 else None,
+    )
 
 
 @dataclass
@@ -116,7 +130,7 @@ def make_plan(
     min_rps: float | None = None,
     min_replicas_floor: int = 2,
     burst: float = 2.0,
-    slo_ms: float = 100.0,
+    slo_ms: float | None = None,
     queue_share: float = 0.2,
 ) -> Plan:
     """Replicas, HPA bounds and targets for ``target_rps`` at peak.
@@ -124,8 +138,11 @@ def make_plan(
     ``min_rps`` is the off-peak load (default: the peak, so the HPA never drops below what the
     peak needs); ``min_replicas_floor`` keeps a pod for availability during node drains;
     ``burst`` multiplies the peak replicas into the HPA maximum; the queue-time target is
-    ``queue_share`` of the latency SLO.
+    ``queue_share`` of the p95 latency SLO (``slo_ms``, else the one the capacity was measured
+    against, else 100 ms).
     """
+    if slo_ms is None:
+        slo_ms = capacity.slo_p95_ms or 100.0
     if target_rps <= 0:
         raise PlanError(f"target load must be positive, got {target_rps} requests/s")
     if burst < 1:
