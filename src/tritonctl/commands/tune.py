@@ -1,0 +1,77 @@
+"""``tritonctl tune``: the highest-throughput batching/instance configuration that meets an SLO."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tune",
+        help="search batching, instances and threads for the best throughput within an SLO",
+    )
+    parser.add_argument("--model", required=True, help="a model or an ensemble (tunes its steps)")
+    parser.add_argument(
+        "--slo", type=Path, required=True, help="SLO profile (loadtests/slo/*.yaml)"
+    )
+    parser.add_argument("--duration", type=float, default=4.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds per run")
+    parser.add_argument("--max-trials", type=int, default=24, help="cap on measured runs")
+    parser.add_argument("--passes", type=int, default=2, help="coordinate-descent passes")
+    parser.add_argument("--concurrency", type=int, default=None, help="default: the SLO's users")
+    parser.add_argument("--dry-run", action="store_true", help="report, but do not write configs")
+    parser.add_argument("--model-repository", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="report folder (reports/tune)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tritonctl import paths
+    from tritonctl.console import console
+    from tritonctl.loadtest.slo import ProfileError
+    from tritonctl.tune import TuneOptions, tune
+    from tritonctl.tune.report import show_diff, trials_table
+    from tritonctl.tune.search import Trial
+
+    repository = args.model_repository or paths.model_repository()
+    if not (repository / args.model / "config.pbtxt").is_file():
+        console.print(f"[red]✗[/] no model {args.model!r} in {repository}")
+        return 1
+    options = TuneOptions(
+        model=args.model,
+        slo=args.slo,
+        repository=repository,
+        out_dir=args.out or paths.reports_dir() / "tune",
+        warmup_s=args.warmup,
+        duration_s=args.duration,
+        max_trials=args.max_trials,
+        max_passes=args.passes,
+        apply=not args.dry_run,
+        concurrency=args.concurrency,
+    )
+
+    def on_trial(trial: Trial) -> None:
+        f = trial.figures
+        verdict = "[green]meets[/]" if trial.meets_slo else "[red]misses[/]"
+        console.print(
+            f"  run {trial.index}: {f.rps:.1f}/s p50 {f.p50_ms:.1f} p95 {f.p95_ms:.1f}"
+            f" p99 {f.p99_ms:.1f} ms {verdict}  {trial.candidate}",
+            soft_wrap=True,
+        )
+
+    try:
+        outcome = tune(options, on_trial=on_trial)
+    except (ProfileError, ValueError, FileNotFoundError) as error:
+        console.print(f"[red]✗[/] {error}")
+        return 1
+    console.print(trials_table(outcome.search))
+    console.print(f"confirmation (same run, alternating): {outcome.confirmation}", soft_wrap=True)
+    for diff in outcome.diffs.values():
+        show_diff(diff)
+    if not outcome.diffs:
+        console.print("the current configuration is the best found: nothing to change")
+    for path in outcome.written:
+        console.print(f"wrote {path} (backup: {path.name}.bak)")
+    console.print(f"report: {outcome.report_dir / 'report.html'}")
+    return 0
