@@ -322,8 +322,11 @@ def test_alerts_cover_latency_errors_queue_and_drift() -> None:
     assert "tritonctl:error_ratio:rate5m" in alerts["TritonErrorRatioHigh"]
     assert "offset 30m" in alerts["TritonQueueTimeGrowing"]
     assert "nv_inference_queue_duration_us" in recorded["tritonctl:queue_us_per_request:rate1m"]
-    assert "tritonctl_drift_psi" in alerts["TritonModelDrift"]
-    assert "tritonctl_low_confidence_ratio" in alerts["TritonLowConfidenceRatioHigh"]
+    # The gauges the drift monitor exports (tritonctl.drift_window), by the same names.
+    from tritonctl.drift_window import LOW_METRIC, PSI_METRIC
+
+    assert f"({PSI_METRIC}{{" in alerts["TritonModelDrift"]
+    assert f"({LOW_METRIC}{{" in alerts["TritonLowConfidenceRatioHigh"]
     assert 'namespace="default"' not in json.dumps(rules)
 
 

@@ -1,0 +1,145 @@
+"""The chart's tritonserver arguments, run by the real Triton 2.51 binary (the one in the NGC image).
+
+The pod's command line comes from the rendered Deployment; only what differs on this machine is
+swapped: the repository path and ports (loopback, free ports from LocalTriton) and $(ADMIN_KEY),
+which the kubelet expands from the Secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from tests import helm_support as hs
+from tests.tiny_repository import make_tiny_repository
+from tritonctl.server import LocalTriton
+
+pytestmark = pytest.mark.server
+
+ADMIN_KEY = "k8s-secret-value"
+LOCAL = ("--model-repository=", "--http-port=", "--grpc-port=", "--metrics-port=")
+
+
+def chart_args(values: dict) -> list[str]:
+    deployment = hs.find(hs.objects(values), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["tritonserver"]
+    return [
+        a.replace("$(ADMIN_KEY)", ADMIN_KEY) for a in container["args"] if not a.startswith(LOCAL)
+    ]
+
+
+class ChartedTriton(LocalTriton):
+    """LocalTriton running the chart's flags: it reads model states with the chart's key."""
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"admin-key": ADMIN_KEY}
+
+    def expected_models(self) -> list[str]:
+        return ["double"]
+
+
+@pytest.fixture(scope="module")
+def charted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
+    repository = make_tiny_repository(tmp_path_factory.mktemp("charted"))
+    extra = chart_args({"server": {"loadModels": ["double"], "exitTimeoutSeconds": 5}})
+    server = ChartedTriton(
+        repository,
+        restrict_apis=False,
+        cache_size=0,
+        metrics_summaries=False,
+        exit_timeout=5,
+        extra_args=extra,
+    )
+    with server:
+        yield server
+
+
+def _post(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=b"{}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, b""
+
+
+def test_explicit_mode_loads_only_the_listed_models(charted: LocalTriton) -> None:
+    status, body = _post(f"{charted.url}/v2/repository/index", {"admin-key": ADMIN_KEY})
+    assert status == 200
+    states = {m["name"]: m.get("state") for m in json.loads(body)}
+    assert states == {"double": "READY", "add_one": None}
+
+
+def test_repository_api_needs_the_secret_key(charted: LocalTriton) -> None:
+    assert _post(f"{charted.url}/v2/repository/index")[0] == 403
+    assert _post(f"{charted.url}/v2/repository/index", {"admin-key": "wrong"})[0] == 403
+    # Loading a model at run time is an admin action too.
+    assert _post(f"{charted.url}/v2/repository/models/add_one/load")[0] == 403
+
+
+def test_inference_stays_open_and_summaries_are_exported(charted: LocalTriton) -> None:
+    client = httpclient.InferenceServerClient(charted.http_address)
+    try:
+        x = np.arange(8, dtype=np.float32).reshape(2, 4)
+        tensor = httpclient.InferInput("X", [2, 4], "FP32")
+        tensor.set_data_from_numpy(x)
+        np.testing.assert_allclose(client.infer("double", [tensor]).as_numpy("Y"), 2 * x)
+    finally:
+        client.close()
+    with urllib.request.urlopen(charted.metrics_url, timeout=10) as response:
+        metrics = response.read().decode()
+    # --metrics-config=summary_latencies=true came from the chart, not from LocalTriton.
+    assert 'nv_inference_request_summary_us{model="double"' in metrics.replace(",quantile", "")
+    for name in (
+        "nv_inference_queue_duration_us",
+        "nv_inference_request_success",
+        "nv_inference_exec_count",
+    ):
+        assert f"{name}{{" in metrics
+
+
+# The `helm test` script (helm/tritonctl/files/helm_test.py) against real servers --------------
+
+HELM_TEST = hs.CHART / "files" / "helm_test.py"
+
+
+def run_helm_test(server: LocalTriton, model: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update(
+        TRITON_HTTP=server.http_address,
+        TRITON_GRPC=server.grpc_address,
+        TRITON_MODEL=model,
+        TRITON_RESTRICTED="true",
+    )
+    return subprocess.run(
+        [sys.executable, str(HELM_TEST)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_helm_test_fails_with_the_reason(charted: LocalTriton) -> None:
+    result = run_helm_test(charted, "add_one")  # in the repository, but not loaded
+    assert result.returncode == 1
+    assert "FAILED" in result.stderr and "model add_one is not ready" in result.stderr
+
+
+def test_helm_test_passes_on_the_real_text_embedding(triton: LocalTriton) -> None:
+    result = run_helm_test(triton, "text_embedding")
+    assert result.returncode == 0, result.stderr
+    assert "unit norm, similar texts closer" in result.stdout
+    assert "gRPC" in result.stdout and "403 without the admin key" in result.stdout
