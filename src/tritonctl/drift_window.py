@@ -131,3 +131,87 @@ def softmax_max(logits):
     logits = np.asarray(logits, dtype=np.float64)
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return (shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1)
+
+
+# --- live monitoring inside a Triton Python model --------------------------------------------
+
+PSI_METRIC = "tritonctl_drift_psi"
+LOW_METRIC = "tritonctl_low_confidence_ratio"
+SAMPLES_METRIC = "tritonctl_drift_window_samples"
+_FAMILIES = {}  # one MetricFamily per name in a stub process, shared by its monitors
+
+
+def load_json(path):
+    import json
+
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def histogram(data):
+    """A profile's ``{"bin_edges", "fractions"}`` → (edges, fractions) arrays."""
+    edges = np.asarray(data["bin_edges"], dtype=np.float64)
+    values = np.asarray(data.get("fractions", data.get("counts")), dtype=np.float64)
+    return edges, values / values.sum()
+
+
+def quantile(edges, fractions, q):
+    """The value below which a share ``q`` of a histogram lies (linear within a bin)."""
+    cdf = np.concatenate([[0.0], np.cumsum(fractions)])
+    return float(np.interp(q, cdf, edges))
+
+
+class Monitor:
+    """One drift signal of one model: a ``DriftWindow`` whose scores go to Triton gauges.
+
+    ``pb_utils`` is the Triton module (passed in so this file imports outside Triton too).
+    The gauges are ``tritonctl_drift_psi{model, signal}``, ``tritonctl_low_confidence_ratio
+    {model}`` (if ``low_confidence``) and ``tritonctl_drift_window_samples{model, signal}``;
+    they are set every ``every`` items or ``seconds`` seconds, not on every request.
+    """
+
+    def __init__(
+        self,
+        pb_utils,
+        model,
+        signal,
+        reference,
+        window=512,
+        every=32,
+        seconds=2.0,
+        low_confidence=False,
+    ):
+        self.window = DriftWindow(reference, window)
+        self.throttle = Throttle(every, seconds)
+        labels = {"model": model, "signal": signal}
+        self.psi_gauge = self._family(pb_utils, PSI_METRIC, "PSI of the live window").Metric(
+            labels=labels
+        )
+        self.samples_gauge = self._family(
+            pb_utils, SAMPLES_METRIC, "items in the drift window"
+        ).Metric(labels=labels)
+        self.low_gauge = None
+        if low_confidence:
+            self.low_gauge = self._family(
+                pb_utils, LOW_METRIC, "share of low-confidence items in the live window"
+            ).Metric(labels={"model": model})
+
+    @staticmethod
+    def _family(pb_utils, name, description):
+        if name not in _FAMILIES:
+            _FAMILIES[name] = pb_utils.MetricFamily(
+                name=name, description=description, kind=pb_utils.MetricFamily.GAUGE
+            )
+        return _FAMILIES[name]
+
+    def observe(self, rows, low=None):
+        """Add items (``bin_counts``/``pixel_counts`` rows); publish the gauges when due."""
+        self.window.add(rows, low)
+        if self.throttle.due(len(rows)):
+            self.publish()
+
+    def publish(self):
+        self.psi_gauge.set(self.window.psi())
+        self.samples_gauge.set(float(self.window.count))
+        if self.low_gauge is not None:
+            self.low_gauge.set(self.window.low_ratio())

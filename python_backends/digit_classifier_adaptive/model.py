@@ -1,0 +1,1 @@
+../text_embedding_adaptive/model.py
