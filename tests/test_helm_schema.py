@@ -49,3 +49,20 @@ def test_defaults_and_every_combination_pass_the_schema() -> None:
     with helm_python.Chart.load(hs.CHART) as loaded:
         for values in hs.COMBINATIONS.values():
             loaded.validate_schema(values)
+
+
+def test_readme_documents_every_value() -> None:
+    import yaml
+
+    readme = (hs.CHART / "README.md").read_text()
+    values = yaml.safe_load((hs.CHART / "values.yaml").read_text())
+    schema = __import__("json").loads((hs.CHART / "values.schema.json").read_text())
+    for key, value in values.items():
+        assert key in schema["properties"], f"{key} is not in values.schema.json"
+        if isinstance(value, dict) and value and f"| `{key}` |" not in readme:
+            for sub in value:
+                assert f"`{key}.{sub}" in readme, (
+                    f"{key}.{sub} is missing from the README's values table"
+                )
+        else:
+            assert f"`{key}`" in readme, f"{key} is missing from the README's values table"
