@@ -38,6 +38,7 @@ METRICS_URL = os.environ.get("TRITON_METRICS_URL", "")
 _events: dict[str, Any] = {"warmup_s": WARMUP_S, "metrics_url": METRICS_URL}
 #: (end time, latency ms, ok) of every request this process made
 _samples: list[tuple[float, float, int]] = []
+_environment: list[Environment] = []
 #: workers that have not yet acknowledged the end of the warm-up
 _pending: set[str] = set()
 
@@ -110,10 +111,21 @@ def _on_request(response_time: float, exception: BaseException | None = None, **
 
 @events.init.add_listener
 def _on_init(environment: Environment, **_: Any) -> None:
+    _environment.append(environment)
     if isinstance(environment.runner, WorkerRunner):
         environment.runner.register_message(RESET_MESSAGE, _on_reset_request)
     elif isinstance(environment.runner, MasterRunner):
         environment.runner.register_message(RESET_ACK, _on_reset_ack)
+
+
+def _start_warmup(environment: Environment) -> None:
+    if "warmup_started" in _events:
+        return
+    _events["warmup_started"] = time.time()
+    if WARMUP_S > 0:
+        gevent.spawn_later(WARMUP_S, _end_warmup, environment)
+    else:
+        _reset(environment)
 
 
 @events.test_start.add_listener
@@ -121,12 +133,17 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
         return
     _events["test_start"] = time.time()
-    if WARMUP_S > 0:
-        gevent.spawn_later(WARMUP_S, _end_warmup, environment)
-    else:
-        _events["warmup_end"] = _events["test_start"]
-        _scrape("before")
-        _write_events()
+    _write_events()
+    if environment.shape_class is not None:
+        _start_warmup(environment)  # a shape changes the load all along: count from the start
+
+
+@events.spawning_complete.add_listener
+def _on_spawning_complete(**_: Any) -> None:
+    # Without a shape, the warm-up starts once every user runs: spawning is not steady load.
+    environment = _environment[0] if _environment else None
+    if environment is not None and not isinstance(environment.runner, WorkerRunner):
+        _start_warmup(environment)
 
 
 @events.test_stopping.add_listener

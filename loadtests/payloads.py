@@ -2,12 +2,20 @@
 
 Both pools are fixed (seeded) so two runs send the same requests, and built once per process
 before the first request, so building them never counts in a measured latency.
+
+With ``unique=True`` (``TRITON_UNIQUE_PAYLOADS=1``, the default) every request differs from all
+others while looking the same to the model: texts get a short ``#n`` suffix, images one pixel
+changed by one grey level. Otherwise a few thousand requests into a run Triton's response
+cache answers nearly all of them, and the test measures the cache instead of the model. Set it
+to 0 to measure a workload that really does repeat itself.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import math
+import os
 import random
 from collections.abc import Sequence
 from functools import lru_cache
@@ -129,16 +137,50 @@ def image_pool(size: int = 32) -> tuple[bytes, ...]:
     return tuple(digit_images(size)[0])
 
 
+@lru_cache(maxsize=4)
+def image_arrays(size: int = 32) -> tuple[np.ndarray, ...]:
+    """The pool's images as pixel arrays, for making unique variants."""
+    from PIL import Image
+
+    return tuple(np.asarray(Image.open(io.BytesIO(png))) for png in image_pool(size))
+
+
+UNIQUE_DEFAULT = os.environ.get("TRITON_UNIQUE_PAYLOADS", "1") not in ("0", "false", "no")
+_serial = itertools.count()
+
+
+def unique_text(text: bytes, serial: int) -> bytes:
+    return text + f" #{serial}".encode()
+
+
+def unique_image(image: np.ndarray, serial: int) -> bytes:
+    """``image`` with one pixel shifted by a grey level or a few (which one depends on ``serial``)."""
+    variant = image.copy()
+    flat = variant.reshape(-1)
+    index = serial % flat.size
+    flat[index] = (int(flat[index]) + 1 + serial // flat.size) % 256
+    return encode_png(variant)
+
+
 def is_image_input(name: str) -> bool:
     upper = name.upper()
     return any(key in upper for key in ("IMAGE", "IMG", "PNG", "JPEG", "PICTURE"))
 
 
-def sample_bytes(name: str, shape: Sequence[int], rng: random.Random) -> np.ndarray:
+def sample_bytes(
+    name: str, shape: Sequence[int], rng: random.Random, unique: bool = UNIQUE_DEFAULT
+) -> np.ndarray:
     """A BYTES tensor for input ``name``: images for image-like names, texts otherwise."""
-    pool = image_pool() if is_image_input(name) else text_pool()
+    image = is_image_input(name)
+    pool = image_pool() if image else text_pool()
     size = int(np.prod(shape)) if len(shape) else 1
-    items = [pool[rng.randrange(len(pool))] for _ in range(size)]
+    picks = [rng.randrange(len(pool)) for _ in range(size)]
+    if not unique:
+        items = [pool[i] for i in picks]
+    elif image:
+        items = [unique_image(image_arrays()[i], next(_serial)) for i in picks]
+    else:
+        items = [unique_text(pool[i], next(_serial)) for i in picks]
     return np.array(items, dtype=np.object_).reshape(tuple(shape))
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import gevent.lock
 import numpy as np
 import payloads
 from locust import User, constant, task
@@ -61,6 +62,10 @@ class InputSpec:
 
 #: (protocol, address, model, batch) -> its inputs; filled by the first user of each process.
 _SPECS: dict[tuple[str, str, str, int], list[InputSpec]] = {}
+#: One user at a time prepares: the first builds the payload pools (a second or so of CPU, with
+#: imports that yield to other greenlets), the rest then find them cached instead of all
+#: building them at once and stalling the whole process.
+_PREPARE = gevent.lock.BoundedSemaphore()
 
 #: Inputs assumed for models whose metadata cannot be read (e.g. a model that does not exist):
 #: requests still go out, and fail with Triton's own error.
@@ -144,7 +149,11 @@ class TritonUser(User):
         self.address = split_host(self.host, self.protocol)
         self.client = make_client(self.protocol, self.address)
         self.rng = random.Random(id(self))
-        self.specs = model_inputs(self.client, self.protocol, self.address, self.model, self.batch)
+        with _PREPARE:
+            self.specs = model_inputs(
+                self.client, self.protocol, self.address, self.model, self.batch
+            )
+            build_inputs(self.protocol, self.specs, self.rng)  # builds the payload pools, untimed
 
     def on_stop(self) -> None:
         self.client.close()

@@ -78,9 +78,14 @@ def locustfile() -> Path:
     return path
 
 
+def spawn_seconds(profile: SloProfile) -> float:
+    """Time to start every user; without a shape the warm-up starts after it."""
+    return profile.users / profile.spawn_rate if profile.shape == "constant" else 0.0
+
+
 def run_seconds(profile: SloProfile) -> int:
-    """Locust's ``--run-time``: warm-up plus measured duration, whole seconds."""
-    return max(1, math.ceil(profile.warmup_s + profile.duration_s))
+    """Locust's ``--run-time``: spawning, warm-up and the measured duration, whole seconds."""
+    return max(1, math.ceil(spawn_seconds(profile) + profile.warmup_s + profile.duration_s))
 
 
 def locust_environment(profile: SloProfile, target: Target, folder: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,21 @@ class Measurement:
     @property
     def warmup_end(self) -> float:
         return float(self.events.get("warmup_end") or self.events.get("test_start") or 0.0)
+
+    @property
+    def window_s(self) -> float:
+        """The measured window: end of warm-up to test stop (Locust's span if unknown)."""
+        stop = self.events.get("test_stop")
+        if stop and self.events.get("warmup_end"):
+            return max(float(stop) - self.warmup_end, 0.0)
+        return max(self.totals.end - self.totals.start, 0.0)
+
+    def figures(self) -> Figures:
+        """Locust's figures, with throughput over the whole measured window."""
+        figures = self.totals.figures()
+        window = self.window_s
+        rps = figures.requests / window if window > 0 else figures.rps
+        return replace(figures, rps=rps)
 
 
 def read_measurement(folder: Path, model: str) -> Measurement:

@@ -128,7 +128,7 @@ def measure(
     else:
         run = run_locust(profile, target, report_dir, workers=workers)
     measurement = read_measurement(report_dir, profile.model)
-    figures = measurement.totals.figures()
+    figures = measurement.figures()
     results = evaluate(profile.objectives, figures, skip=skip_objectives)
     address = target.grpc_address if profile.protocol == "grpc" else target.http_address
     summary: dict[str, Any] = {
@@ -147,7 +147,7 @@ def measure(
             "test_start": measurement.events.get("test_start"),
             "warmup_end": measurement.warmup_end,
             "test_stop": measurement.events.get("test_stop"),
-            "measured_s": round(measurement.totals.end - measurement.totals.start, 3),
+            "measured_s": round(measurement.window_s, 3),
         },
         "requests": figures.requests,
         "failures": figures.failures,
