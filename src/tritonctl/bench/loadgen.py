@@ -90,7 +90,6 @@ async def closed_loop(
     Only requests that start and end inside the measured window count, so the warm-up and
     the drain at the end do not blur the figures.
     """
-    await target.open(texts)
     latencies: list[float] = []
     errors = 0
     first_error = ""
@@ -131,6 +130,10 @@ async def closed_loop(
             await asyncio.to_thread(on_window_end)
 
     try:
+        await target.open(texts)
+        loop_start = time.perf_counter()
+        window_start = loop_start + warmup_s
+        window_end = window_start + duration_s
         await asyncio.gather(cpu_marker(), *(worker() for _ in range(concurrency)))
     finally:
         await target.close()

@@ -11,7 +11,7 @@ from typing import Any
 from rich.table import Table
 
 from tritonctl.bench.loadgen import Point
-from tritonctl.bench.run import CONFIG_NAMES, BenchResult
+from tritonctl.bench.run import CONFIG_DESCRIPTIONS, CONFIG_NAMES, BenchResult
 from tritonctl.console import console
 
 
@@ -102,7 +102,9 @@ def ratios(result: BenchResult) -> list[Ratio]:
 def points_table(result: BenchResult) -> Table:
     table = Table(title="tritonctl bench: throughput (sentences/s) and latency (ms)")
     for column in ("config", "c", "throughput", "p50", "p95", "p99", "errors", "client CPU"):
-        table.add_column(column, justify="left" if column == "config" else "right")
+        table.add_column(
+            column, justify="left" if column == "config" else "right", no_wrap=column == "config"
+        )
     for key in "abcde":
         for point in result.series(key):
             table.add_row(
@@ -242,6 +244,10 @@ def results_markdown(result: BenchResult, items: list[Ratio], command: str) -> s
         f"- Window per point: warm-up {result.options.get('warmup_s')} s, measured"
         f" {result.options.get('duration_s')} s; corpus of {result.options.get('corpus_sentences')}"
         f" sentences; protocol {result.options.get('protocol')}",
+        "",
+        "Configurations:",
+        "",
+        *[f"- **{CONFIG_NAMES[k]}**: {CONFIG_DESCRIPTIONS[k]}" for k in "abcde"],
         "",
         "| config | concurrency | throughput (sent/s) | p50 ms | p95 ms | p99 ms | errors | client CPU |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -48,11 +48,18 @@ from tritonctl.server import LocalTriton, free_port
 ENSEMBLE = "text_embedding"
 ENSEMBLE_INT8 = "text_embedding_int8"
 CONFIG_NAMES = {
-    "a": "a: in-process limit",
-    "b": "b: Triton ensemble, dynamic batching",
-    "c": "c: Triton ensemble, no dynamic batching",
-    "d": "d: FastAPI + ORT per request",
-    "e": "e: Triton INT8 ensemble",
+    "a": "a in-process",
+    "b": "b triton",
+    "c": "c triton no-batching",
+    "d": "d fastapi",
+    "e": "e triton int8",
+}
+CONFIG_DESCRIPTIONS = {
+    "a": "tokenizer + ONNX Runtime + pooling in one process, batches grouped by bucket, no server",
+    "b": "Triton ensemble text_embedding with dynamic batching, as tuned",
+    "c": "the same ensemble with dynamic_batching removed from every config",
+    "d": "FastAPI + uvicorn (1 worker), tokenizer + ONNX Runtime per request",
+    "e": "Triton ensemble text_embedding_int8 (INT8 encoder)",
 }
 
 
@@ -309,6 +316,11 @@ def run_triton(
             )
 
 
+def grpc_admin_headers(server: LocalTriton) -> dict[str, str]:
+    """gRPC carries the restricted-API key as metadata ``triton-grpc-protocol-<header>``."""
+    return {f"triton-grpc-protocol-{k}": v for k, v in server.admin_headers.items()}
+
+
 def run_probes(
     result: BenchResult,
     server: LocalTriton,
@@ -324,7 +336,7 @@ def run_probes(
         ("http", TritonHttpTarget(server.http_address, ENSEMBLE)),
         (
             "grpc + system shared memory output",
-            TritonGrpcShmTarget(server.grpc_address, ENSEMBLE, headers=server.admin_headers),
+            TritonGrpcShmTarget(server.grpc_address, ENSEMBLE, headers=grpc_admin_headers(server)),
         ),
     ]
     for label, target in targets:
