@@ -43,7 +43,11 @@ def _short(candidate: dict[str, Any], baseline: dict[str, Any]) -> str:
 def trials_table(result: SearchResult) -> Table:
     table = Table(title="tune: measured configurations")
     for column in ("#", "change from baseline", "thr/s", "p50", "p95", "p99", "SLO"):
-        table.add_column(column, justify="left" if column.startswith("change") else "right")
+        table.add_column(
+            column,
+            justify="left" if column.startswith("change") else "right",
+            overflow="fold",
+        )
     for trial in result.trials:
         mark = " ★" if trial is result.best else ""
         table.add_row(
