@@ -181,3 +181,31 @@ class StatsWindow:
         if self.before is None or self.after is None:
             return {}
         return {name: d.as_dict() for name, d in diff(self.before, self.after).items()}
+
+
+def process_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds each process has used so far (from ``/proc/<pid>/stat``)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds: dict[int, float] = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        # utime and stime are fields 14 and 15 of stat; fields[] starts at field 3.
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def cpu_per_request(
+    before: dict[int, float], after: dict[int, float], names: dict[int, str], requests: int
+) -> dict[str, float]:
+    """CPU milliseconds per request for each named process (summed over a name's processes)."""
+    out: dict[str, float] = {}
+    for pid, name in names.items():
+        if pid in before and pid in after and requests > 0:
+            out[name] = out.get(name, 0.0) + (after[pid] - before[pid]) * 1000.0 / requests
+    return {name: round(ms, 3) for name, ms in out.items()}

@@ -34,7 +34,14 @@ from tritonctl.bench.loadgen import (
     TritonHttpTarget,
     run_point,
 )
-from tritonctl.bench.profile import StatsWindow, finish_records, start_records, stub_pids
+from tritonctl.bench.profile import (
+    StatsWindow,
+    cpu_per_request,
+    finish_records,
+    process_cpu_seconds,
+    start_records,
+    stub_pids,
+)
 from tritonctl.bench.staging import (
     chain,
     stage_repository,
@@ -220,6 +227,9 @@ def run_inprocess(
             best = point
     assert best is not None
     result.probes["a_best_batch"] = best.as_dict()
+    result.probes["a_cpu_ms_per_sentence"] = round(
+        best.client_cpu_cores * 1000 / best.throughput, 3
+    )
     single = next(p for p in result.points if p.config == CONFIG_NAMES["a"] and p.concurrency == 1)
     result.probes["a_single_request_ms"] = single.p50_ms
 
@@ -371,14 +381,24 @@ def run_profile(
         result.probes["profile_error"] = "py-spy not found (pip install '.[bench]')"
         return
     progress(f"profiling {len(running)} stub(s) with py-spy at c=16")
+    names = {pid: f"stub {model}" for model, pids in stubs.items() for pid in pids}
+    assert server.process is not None
+    names[server.process.pid] = "tritonserver (gRPC, ensemble, batchers)"
+    names[os.getpid()] = "load generator (client)"
+    cpu: dict[str, dict[int, float]] = {}
     point = run_point(
         TritonGrpcTarget(server.grpc_address, ENSEMBLE),
         texts,
         16,
         warmup_s=0.2,
         duration_s=seconds,
+        on_window_start=lambda: cpu.__setitem__("before", process_cpu_seconds(list(names))),
+        on_window_end=lambda: cpu.__setitem__("after", process_cpu_seconds(list(names))),
     )
     result.probes["profile_pass_throughput"] = round(point.throughput, 1)
+    result.probes["cpu_ms_per_request_c16"] = cpu_per_request(
+        cpu.get("before", {}), cpu.get("after", {}), names, point.requests
+    )
     result.profiles = [p.as_dict() for p in finish_records(running, seconds)]
 
 
