@@ -74,8 +74,6 @@ def test_max_trials_caps_the_runs_and_min_gain_ignores_noise() -> None:
     a = coordinate_descent(KNOBS[:1], start, synthetic, Objectives(), max_trials=1).best
     figures, _ = synthetic(start)
     noisy = Figures(1000, 0, figures.rps * 1.02, figures.p50_ms, figures.p95_ms, figures.p99_ms)
-    b = coordinate_descent(
-        KNOBS[:1], start, lambda c: (noisy, {}), Objectives(), max_trials=1
-    ).best
+    b = coordinate_descent(KNOBS[:1], start, lambda c: (noisy, {}), Objectives(), max_trials=1).best
     assert not better(b, a, min_gain=0.03)
     assert better(b, a, min_gain=0.0)
