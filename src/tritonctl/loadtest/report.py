@@ -272,6 +272,7 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
             d["avg_compute_infer_ms"],
             d["avg_compute_output_ms"],
             d["avg_batch_size"],
+            d["cache_hits"],
         )
         for name, d in server["models"].items()
     ]
@@ -313,6 +314,7 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
                     "infer ms",
                     "output ms",
                     "avg batch",
+                    "cache hits",
                 ],
                 server_rows,
             )
@@ -446,6 +448,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
                 f"{d['avg_compute_infer_ms']:.2f}",
                 f"{d['avg_compute_output_ms']:.2f}",
                 f"{d['avg_batch_size']:.2f}",
+                f"{d['cache_hits']:.0f}",
             )
         console.print(server)
     elif summary["server"].get("error"):

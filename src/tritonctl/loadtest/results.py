@@ -174,7 +174,9 @@ class ServerView:
         return self.models.get(name)
 
 
-def read_server_view(folder: Path, events: dict[str, Any], model: str) -> ServerView:
+def read_server_view(
+    folder: Path, events: dict[str, Any], model: str, steps: list[str] | None = None
+) -> ServerView:
     before_path, after_path = folder / "metrics_before.prom", folder / "metrics_after.prom"
     if not (before_path.exists() and after_path.exists()):
         reason = "; ".join(events.get("errors", [])) or "no metrics URL"
@@ -182,8 +184,11 @@ def read_server_view(folder: Path, events: dict[str, Any], model: str) -> Server
     before = Metrics.parse(before_path.read_text(), events.get("metrics_before_at", 0.0))
     after = Metrics.parse(after_path.read_text(), events.get("metrics_after_at", 0.0))
     deltas = diff(before, after)
-    # The model under test first, then what it ran (an ensemble's steps), busiest first.
-    ordered = dict(sorted(deltas.items(), key=lambda kv: (kv[0] != model, -kv[1].requests)))
+    # The model under test first, then its ensemble steps in pipeline order, then the rest.
+    rank = {name: i for i, name in enumerate([model, *(steps or [])])}
+    ordered = dict(
+        sorted(deltas.items(), key=lambda kv: (rank.get(kv[0], len(rank)), -kv[1].requests))
+    )
     return ServerView(ordered, max(after.taken_at - before.taken_at, 0.0))
 
 
@@ -219,7 +224,7 @@ class Measurement:
         return replace(figures, rps=rps)
 
 
-def read_measurement(folder: Path, model: str) -> Measurement:
+def read_measurement(folder: Path, model: str, steps: list[str] | None = None) -> Measurement:
     events_path = folder / "events.json"
     events = json.loads(events_path.read_text()) if events_path.exists() else {}
     return Measurement(
@@ -229,5 +234,5 @@ def read_measurement(folder: Path, model: str) -> Measurement:
         samples=read_samples(folder),
         history=read_history(folder / "locust_stats_history.csv"),
         events=events,
-        server=read_server_view(folder, events, model),
+        server=read_server_view(folder, events, model, steps),
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,18 @@ def local_server(model: str, repository: Path | None = None) -> Iterator[LocalTr
         yield server
 
 
+def ensemble_steps(http_address: str, model: str) -> list[str]:
+    """The models an ensemble runs, in order (empty if not an ensemble or not reachable)."""
+    url = f"http://{http_address}/v2/models/{model}/config"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            config = json.loads(response.read())
+    except (OSError, ValueError):
+        return []
+    steps = config.get("ensemble_scheduling", {}).get("step", [])
+    return [str(step.get("model_name", "")) for step in steps if step.get("model_name")]
+
+
 def measure(
     profile: SloProfile,
     target: Target,
@@ -127,7 +141,9 @@ def measure(
             bar.update(task, completed=total)
     else:
         run = run_locust(profile, target, report_dir, workers=workers)
-    measurement = read_measurement(report_dir, profile.model)
+    measurement = read_measurement(
+        report_dir, profile.model, ensemble_steps(target.http_address, profile.model)
+    )
     figures = measurement.figures()
     results = evaluate(profile.objectives, figures, skip=skip_objectives)
     address = target.grpc_address if profile.protocol == "grpc" else target.http_address

@@ -1,0 +1,214 @@
+"""SLO profiles, objective verdicts, payloads and option parsing (no server needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tritonctl.commands.loadtest import duration, user_list
+from tritonctl.loadtest.locust_runner import Target, run_seconds
+from tritonctl.loadtest.results import locust_percentile
+from tritonctl.loadtest.slo import (
+    Figures,
+    Objectives,
+    ProfileError,
+    SloProfile,
+    evaluate,
+    load_profile,
+    parse_profile,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "loadtests"))
+import payloads  # noqa: E402
+
+PROFILES = sorted((ROOT / "loadtests" / "slo").glob("*.yaml"))
+
+
+def figures(**changes: float) -> Figures:
+    base = {
+        "requests": 1000,
+        "failures": 0,
+        "rps": 100.0,
+        "p50_ms": 10.0,
+        "p95_ms": 20.0,
+        "p99_ms": 30.0,
+    }
+    base.update(changes)
+    return Figures(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=[p.stem for p in PROFILES])
+def test_shipped_profiles_load_and_set_every_objective(path: Path) -> None:
+    profile = load_profile(path)
+    assert profile.model and profile.duration_s > 0 and profile.warmup_s > 0
+    objectives = profile.objectives
+    assert None not in (objectives.p50_ms, objectives.p95_ms, objectives.p99_ms)
+    assert objectives.p50_ms <= objectives.p95_ms <= objectives.p99_ms  # type: ignore[operator]
+    assert objectives.max_error_ratio is not None and objectives.min_rps is not None
+    # Each figure comes with its measurement and headroom written beside it.
+    assert "measured" in path.read_text()
+
+
+def test_profiles_cover_both_pipelines() -> None:
+    assert {load_profile(p).model for p in PROFILES} >= {"digit_classifier", "text_embedding"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"model": "m", "objectivs": {}}, "unknown key"),
+        ({"model": "m", "objectives": {"p95": 10}}, "unknown key.*p95"),
+        ({"model": "m", "objectives": {"p95_ms": "fast"}}, "p95_ms must be a number"),
+        ({"model": "m", "protocol": "udp"}, "protocol 'udp'"),
+        ({"model": "m", "load": {"users": 0}}, "users must be at least 1"),
+        ({"model": "m", "objectives": {"max_error_ratio": 5}}, "ratio in 0..1"),
+        ({"model": "m", "load": {"shape": "sine"}}, "shape 'sine'"),
+    ],
+)
+def test_bad_profiles_are_rejected_with_the_reason(data: dict, message: str) -> None:
+    with pytest.raises(ProfileError, match=message):
+        parse_profile(data, "bad.yaml")
+
+
+def test_overrides_replace_load_and_objectives() -> None:
+    profile = SloProfile(objectives=Objectives(p95_ms=50)).with_overrides(
+        users=8, p95_ms=0.01, model=None
+    )
+    assert profile.users == 8 and profile.objectives.p95_ms == 0.01
+    assert profile.model == "text_embedding"  # None leaves a field alone
+
+
+def test_a_miss_is_named_with_how_much() -> None:
+    results = evaluate(Objectives(p50_ms=100, p95_ms=50, min_rps=50), figures(p95_ms=120.3, rps=20))
+    failed = [r.message for r in results if not r.passed]
+    assert failed == ["p95 120.3 ms > 50 ms (+141%)", "throughput 20.0 req/s < 50.0 req/s (-60%)"]
+    assert [r.passed for r in results] == [True, False, False]
+
+
+def test_impossible_p95_fails() -> None:
+    (result,) = evaluate(Objectives(p95_ms=0.01), figures(p95_ms=3))
+    assert not result.passed
+    assert result.message.startswith("p95 3 ms > 0.01 ms")
+
+
+def test_error_ratio_and_empty_runs() -> None:
+    (errors,) = evaluate(Objectives(max_error_ratio=0.01), figures(failures=50))
+    assert not errors.passed and "error ratio 5.00% > 1.00%" in errors.message
+    empty = evaluate(Objectives(p95_ms=50), figures(requests=0, p95_ms=0))
+    assert [r.key for r in empty if not r.passed] == ["requests"]
+
+
+def test_skipped_objectives_are_not_checked() -> None:
+    assert evaluate(Objectives(min_rps=1e9), figures(), skip=("min_rps",)) == []
+
+
+def test_percentiles_match_locusts_own_function() -> None:
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(20):
+        keys = sorted({int(k) for k in rng.integers(1, 2000, rng.integers(1, 40))})
+        histogram = {k: int(rng.integers(1, 500)) for k in keys}
+        cases.append((histogram, sum(histogram.values())))
+    quantiles = [0.5, 0.9, 0.95, 0.99, 0.999]
+    ours = [[locust_percentile(h, n, q) for q in quantiles] for h, n in cases]
+    # Locust patches the interpreter with gevent on import: ask it in a child process.
+    script = (
+        "import json, sys\n"
+        "from locust.stats import calculate_response_time_percentile as p\n"
+        "cases = json.load(sys.stdin)\n"
+        f"print(json.dumps([[p({{int(k): v for k, v in h.items()}}, n, q) for q in {quantiles}]"
+        " for h, n in cases]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout) == ours
+
+
+def test_texts_follow_a_long_tailed_length_mix() -> None:
+    sentences = payloads.corpus_sentences()
+    texts = payloads.realistic_texts(sentences, 600, seed=1)
+    assert texts == payloads.realistic_texts(sentences, 600, seed=1)  # fixed
+    words = [len(t.split()) for t in texts]
+    assert 6 <= statistics.median(words) <= 25
+    assert max(words) >= 3 * statistics.median(words)  # a tail of paragraphs
+    assert min(words) <= 4  # and short queries
+    assert len(set(texts)) > 150
+
+
+def test_realistic_texts_takes_any_sentences() -> None:
+    texts = payloads.realistic_texts(["one two three", "four five"], 50, seed=0)
+    assert all(set(t.split()) <= {"one", "two", "three", "four", "five"} for t in texts)
+    with pytest.raises(ValueError, match="non-empty"):
+        payloads.realistic_texts(["", "  "], 5)
+
+
+def test_digit_images_are_pngs_of_the_sklearn_digits() -> None:
+    images, labels = payloads.digit_images(32)
+    assert len(images) == len(labels) == 1797
+    picture = Image.open(io.BytesIO(images[0]))
+    assert picture.format == "PNG" and picture.size == (32, 32) and picture.mode == "L"
+    from sklearn.datasets import load_digits
+
+    pixels = np.asarray(picture)[::4, ::4].astype(float) * 16 / 255
+    np.testing.assert_allclose(pixels, load_digits().images[0], atol=0.04)
+
+
+def test_unique_payloads_differ_but_look_the_same() -> None:
+    import random
+
+    rng = random.Random(0)
+    batch = payloads.sample_bytes("IMAGE", (50, 1), rng, unique=True)
+    assert len({x for x in batch.flat}) == 50
+    first = np.asarray(Image.open(io.BytesIO(batch[0, 0]))).astype(int)
+    originals = [np.asarray(a).astype(int) for a in payloads.image_arrays()]
+    assert min(int(np.abs(first - o).sum()) for o in originals) <= 3
+    texts = payloads.sample_bytes("TEXT", (20, 1), rng, unique=True)
+    assert len({x for x in texts.flat}) == 20
+    repeated = payloads.sample_bytes("TEXT", (200, 1), rng, unique=False)
+    assert set(repeated.flat) <= set(payloads.text_pool())
+
+
+def test_targets_follow_tritons_port_layout() -> None:
+    http = Target.from_url("http://triton.example:8000")
+    assert (http.http_address, http.grpc_address) == ("triton.example:8000", "triton.example:8001")
+    assert http.metrics_url == "http://triton.example:8002/metrics"
+    grpc = Target.from_url("grpc://10.0.0.5:9001", metrics_url="http://m:9/metrics")
+    assert (grpc.http_address, grpc.grpc_address, grpc.metrics_url) == (
+        "10.0.0.5:9000",
+        "10.0.0.5:9001",
+        "http://m:9/metrics",
+    )
+    assert grpc.host_for("grpc") == "grpc://10.0.0.5:9001"
+
+
+def test_run_time_covers_spawning_warmup_and_window() -> None:
+    assert run_seconds(SloProfile(users=8, spawn_rate=4, warmup_s=3, duration_s=10)) == 15
+    assert (
+        run_seconds(SloProfile(users=8, spawn_rate=4, warmup_s=3, duration_s=10, shape="step"))
+        == 13
+    )
+
+
+def test_command_line_values() -> None:
+    assert duration("30") == duration("30s") == 30
+    assert duration("1m30s") == 90
+    assert user_list("1,2, 4") == (1, 2, 4)
+    for bad in ("x", ""):
+        with pytest.raises(Exception, match="duration"):
+            duration(bad)
+    with pytest.raises(Exception, match="positive"):
+        user_list("0,2")
