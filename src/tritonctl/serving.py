@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -12,8 +14,12 @@ from rich.table import Table
 from tritonctl import TRITON_VERSION, paths
 from tritonctl.check import check_repository
 from tritonctl.console import console, err_console
-from tritonctl.repository import sync_python_backends
+from tritonctl.repository import models, sync_python_backends
 from tritonctl.server import LocalTriton, ServerError
+from tritonctl.watchdog import RecoveryError, StubWatchdog
+
+#: Seconds between checks of the Python backend stubs while serving.
+WATCHDOG_INTERVAL = 1.0
 
 
 def describe(server: LocalTriton) -> Table:
@@ -25,6 +31,28 @@ def describe(server: LocalTriton) -> Table:
         colour = "green" if state.state == "READY" else "red"
         table.add_row(state.name, state.version, f"[{colour}]{state.state}[/]")
     return table
+
+
+def _supervise(server: LocalTriton, stopping: Callable[[], bool]) -> int:
+    """Wait for the server to exit; meanwhile reload any model whose backend stub died."""
+    watchdog = StubWatchdog(server)
+    watchdog.snapshot()
+    while True:
+        try:
+            return server.wait(timeout=WATCHDOG_INTERVAL)
+        except subprocess.TimeoutExpired:
+            pass
+        if stopping():
+            continue
+        try:
+            dead = watchdog.dead_models()
+            if dead:
+                err_console.print(f"[yellow]backend stub of {', '.join(dead)} died; reloading[/]")
+                watchdog.recover()
+                console.print(f"[green]reloaded[/] {', '.join(dead)}")
+        except RecoveryError as error:
+            err_console.print(f"[red]{error}[/]: restarting the server")
+            server.terminate()
 
 
 def serve_forever(
@@ -44,6 +72,10 @@ def serve_forever(
         )
         return 1
     sync_python_backends(Path(repository), paths.python_backends())
+    if options.get("models") is None:
+        # Explicit model control with every model loaded: the same models as the default mode,
+        # and the watchdog can reload a model whose backend stub died.
+        options["models"] = [m.name for m in models(Path(repository))]
     server = LocalTriton(repository, **options)  # type: ignore[arg-type]
     stopping = False
 
@@ -74,7 +106,7 @@ def serve_forever(
             )
             if server.restrict_apis:
                 console.print(f"admin APIs need the header [bold]admin-key: {server.admin_key}[/]")
-            code = server.wait()
+            code = _supervise(server, lambda: stopping)
             server.stop()  # reap the process group, stubs included
             if stopping:
                 console.print(

@@ -1,0 +1,262 @@
+"""Faults under load, with `tritonctl serve` as users run it: a killed backend stub, a crashed server.
+
+What Triton 2.51 does (observed here, and asserted below):
+- A SIGKILLed Python backend stub is not restarted by Triton. The server and the model still
+  report live and ready; each request to that model fails after ~1 s with gRPC ``INTERNAL``
+  "Stub process '<instance>' is not healthy.". Other models are unaffected.
+- ``tritonctl serve``'s watchdog notices the dead stub within a second and reloads the model
+  through the repository API; requests succeed again. Clients that use ``tritonctl.retry`` see
+  no failure at all.
+- An HTTP request body over ~4 MiB makes tritonserver 2.51 itself die with SIGSEGV (fixed
+  upstream later, see SECURITY.md); ``tritonctl serve`` restarts it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from tests.test_cli_serve import _serve, _wait_ready
+from tests.tiny_repository import make_tiny_repository
+from tritonctl.retry import RetryPolicy, call_with_retry, is_retryable
+from tritonctl.watchdog import STUB_BINARY, _cmdline
+
+pytestmark = pytest.mark.server
+
+
+def _infer(client: grpcclient.InferenceServerClient, model: str, value: float) -> float:
+    x = grpcclient.InferInput("X", [1, 4], "FP32")
+    x.set_data_from_numpy(np.full((1, 4), value, dtype=np.float32))
+    return float(client.infer(model, [x], client_timeout=30).as_numpy("Y")[0, 0])
+
+
+def _stub_pids(server_pid: int, model: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            argv = _cmdline(int(entry.name))
+            if argv and argv[0].endswith(STUB_BINARY) and f"/{model}/" in argv[1]:
+                stat = (entry / "stat").read_text()
+                if stat[stat.rfind(")") + 2 :].split()[1] == str(server_pid):
+                    found.append(int(entry.name))
+    return found
+
+
+def _server_pid(serve_pid: int) -> int:
+    """The tritonserver child of the `tritonctl serve` process."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            argv = _cmdline(int(entry.name))
+            if argv and argv[0].endswith("tritonserver"):
+                stat = (entry / "stat").read_text()
+                if stat[stat.rfind(")") + 2 :].split()[1] == str(serve_pid):
+                    return int(entry.name)
+    raise LookupError("no tritonserver child")
+
+
+def test_killed_stub_fails_fast_then_serve_reloads_the_model(tmp_path: Path) -> None:
+    repo = make_tiny_repository(tmp_path / "repo", delay_s=0.01, queue_delay_us=500)
+    process, ports = _serve(repo, "--exit-timeout", "5")
+    try:
+        _wait_ready(ports["grpc"], process)
+        address = f"127.0.0.1:{ports['grpc']}"
+        server_pid = _server_pid(process.pid)
+        [stub] = _stub_pids(server_pid, "add_one")
+
+        stop = threading.Event()
+        plain: list[tuple[float, str]] = []  # (seconds taken, error or "ok") without retry
+        retried: list[float] = []
+
+        def load(with_retry: bool) -> None:
+            client = grpcclient.InferenceServerClient(address)
+            i = 0
+            while not stop.is_set():
+                i += 1
+                started = time.monotonic()
+                try:
+                    if with_retry:
+                        value = call_with_retry(
+                            _infer, client, "add_one", i, policy=RetryPolicy(attempts=12)
+                        )
+                        retried.append(value - i)
+                    else:
+                        assert _infer(client, "add_one", i) == i + 1
+                        plain.append((time.monotonic() - started, "ok"))
+                except InferenceServerException as error:
+                    plain.append((time.monotonic() - started, str(error)))
+                time.sleep(0.02)
+            client.close()
+
+        threads = [threading.Thread(target=load, args=(flag,)) for flag in (False, True)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        os.kill(stub, signal.SIGKILL)
+        client = grpcclient.InferenceServerClient(address)
+        during = []
+        for i in range(3):  # the other model keeps answering during the outage
+            during.append(_infer(client, "double", i))
+        deadline, recovered_after = time.monotonic() + 30, None
+        while time.monotonic() < deadline and recovered_after is None:
+            try:
+                _infer(client, "add_one", 0)
+                recovered_after = time.monotonic() - deadline + 30
+            except InferenceServerException:
+                time.sleep(0.1)
+        time.sleep(1.5)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        after = [_infer(client, "add_one", i) for i in range(5)]
+        client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+
+    assert during == [0.0, 2.0, 4.0]
+    assert recovered_after is not None and recovered_after < 15, recovered_after
+    assert after == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert "reloaded add_one" in out, out
+    errors = [(took, e) for took, e in plain if e != "ok"]
+    assert errors, "the outage should be visible to a client without retry"
+    for took, error in errors:
+        assert "is not healthy" in error and took < 5, (took, error)
+    assert plain[-1][1] == "ok", "requests succeed again after the reload"
+    assert retried and set(retried) == {1.0}, "with retry, every request got its answer"
+    new_stubs = _stub_pids(server_pid, "add_one") if process.poll() is None else []
+    assert stub not in new_stubs
+
+
+def test_oversize_http_body_crashes_triton_251_and_serve_restarts_it(tmp_path: Path) -> None:
+    repo = make_tiny_repository(tmp_path / "repo")
+    process, ports = _serve(repo, "--exit-timeout", "5", "--max-restarts", "1")
+    try:
+        _wait_ready(ports["grpc"], process)
+        body = json.dumps(
+            {
+                "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1] * 4}],
+                "parameters": {"padding": "x" * (5 << 20)},
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{ports['http']}/v2/models/double/infer", data=body
+        )
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(request, timeout=30)
+        time.sleep(1)
+        _wait_ready(ports["grpc"], process, timeout=120)
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
+        assert _infer(client, "double", 3) == 6
+        client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+    assert "exited unexpectedly" in out and "restart 1/1" in out, out
+
+
+@pytest.mark.parametrize(
+    "status, message, retry",
+    [
+        ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size", True),
+        ("503", "Exceeds maximum queue size", True),
+        ("StatusCode.INTERNAL", "Stub process 'add_one_0_0' is not healthy.", True),
+        ("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'X'", False),
+        ("400", "failed to parse the request JSON buffer", False),
+        (
+            "StatusCode.NOT_FOUND",
+            "Request for unknown model: 'double' has no available versions",
+            True,
+        ),
+        ("StatusCode.NOT_FOUND", "Request for unknown model: 'nope' is not found", False),
+    ],
+)
+def test_what_is_retried(status: str, message: str, retry: bool) -> None:
+    assert is_retryable(InferenceServerException(message, status)) is retry
+
+
+def test_refused_connection_is_retried_with_growing_backoff() -> None:
+    from tritonctl.retry import RetriesExhausted
+    from tritonctl.server import free_port
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{free_port()}")
+    pauses: list[float] = []
+    policy = RetryPolicy(attempts=4, initial_backoff=0.01, multiplier=4, deadline=None)
+    with pytest.raises(RetriesExhausted) as gave_up:
+        call_with_retry(_infer, client, "double", 1, policy=policy, sleep=pauses.append)
+    client.close()
+    assert gave_up.value.attempts == 4 and len(pauses) == 3
+    caps = [0.01, 0.04, 0.16]
+    assert all(0 <= p <= cap for p, cap in zip(pauses, caps, strict=True))
+
+
+def test_bad_input_is_never_retried(tmp_path: Path) -> None:
+    from tritonctl.server import LocalTriton
+
+    repo = make_tiny_repository(tmp_path / "repo")
+    calls = []
+    with LocalTriton(repo, models=["double"], exit_timeout=5) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_address)
+
+        def wrong_shape() -> object:
+            calls.append(1)
+            x = grpcclient.InferInput("X", [1, 3], "FP32")
+            x.set_data_from_numpy(np.ones((1, 3), dtype=np.float32))
+            return client.infer("double", [x])
+
+        with pytest.raises(InferenceServerException) as error:
+            call_with_retry(wrong_shape, policy=RetryPolicy(attempts=5))
+        client.close()
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert len(calls) == 1
+
+
+def test_new_requests_during_drain_are_refused_cleanly(tmp_path: Path) -> None:
+    """SIGTERM: accepted requests are answered, new ones are refused quickly, nothing is left."""
+    from tests.test_cli_serve import _processes_using
+
+    repo = make_tiny_repository(tmp_path / "repo", delay_s=1.5, queue_delay_us=1000)
+    process, ports = _serve(repo, "--exit-timeout", "20")
+    _wait_ready(ports["grpc"], process)
+    address = f"127.0.0.1:{ports['grpc']}"
+
+    def accepted(i: int) -> float:
+        client = grpcclient.InferenceServerClient(address)
+        try:
+            return _infer(client, "add_one", i)
+        finally:
+            client.close()
+
+    with cf.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(accepted, i) for i in range(6)]
+        time.sleep(0.7)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        refused = []
+        for i in range(3):
+            client = grpcclient.InferenceServerClient(address)
+            started = time.monotonic()
+            with pytest.raises(InferenceServerException) as error:
+                _infer(client, "double", i)
+            refused.append((time.monotonic() - started, error.value))
+            client.close()
+        results = [f.result(timeout=60) for f in futures]
+    out, _ = process.communicate(timeout=60)
+    assert results == [i + 1 for i in range(6)]
+    for took, error in refused:
+        assert took < 2.0, took
+        assert is_retryable(error), (error.status(), error.message())
+    assert process.returncode == 0, out
+    time.sleep(0.5)
+    assert not _processes_using(repo)
