@@ -25,5 +25,5 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         console.print(f"[red]{len(problems)} problem(s)[/] in {repository}")
         return 1
-    console.print(f"[green]✓[/] {repository}: no problems")
+    console.print(f"[green]✓[/] {repository}: no problems", soft_wrap=True)
     return 0
