@@ -1,0 +1,92 @@
+"""Triton Python model ``tokenizer``: ``TEXT`` (BYTES) → ``input_ids``, ``attention_mask`` (INT64).
+
+Uses the fast ``tokenizers`` library with the model's own ``tokenizer.json`` (copied next to
+this file by the build), truncating at ``max_length`` tokens (config parameter, 256).
+
+All texts of all requests in an ``execute`` call are tokenized in one ``encode_batch`` call.
+Each request's output is padded to the smallest length bucket (config parameter
+``length_buckets``, e.g. 16/32/64/128/256) holding its longest text: Triton's dynamic batcher
+joins only requests of equal shape, so bucketing lets the encoder batch requests of similar
+length instead of running each alone.
+
+Edge cases: an empty or whitespace-only text becomes ``[CLS] [SEP]``; text longer than
+``max_length`` tokens is truncated; a request with zero texts gets empty ``[0, 16]`` outputs;
+a text that is not valid UTF-8 fails its own request with INVALID_ARG (naming the item and
+the byte offset) while the other requests are answered.
+"""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from tokenizers import Tokenizer
+
+
+def _param(config, key, default):
+    value = config.get("parameters", {}).get(key, {}).get("string_value")
+    return value if value else default
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.max_length = int(_param(config, "max_length", "256"))
+        buckets = _param(config, "length_buckets", "16,32,64,128,256")
+        self.buckets = np.array(sorted(int(b) for b in buckets.split(",")))
+        if self.buckets[-1] < self.max_length:
+            raise pb_utils.TritonModelException(
+                f"largest length bucket {self.buckets[-1]} < max_length {self.max_length}"
+            )
+        path = os.path.join(args["model_repository"], args["model_version"], "tokenizer.json")
+        self.tokenizer = Tokenizer.from_file(path)
+        self.tokenizer.no_padding()  # the shipped file pads to 128; we pad to buckets
+        self.tokenizer.enable_truncation(self.max_length)
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        texts, owners = [], []  # all valid texts, and the request each belongs to
+        for index, request in enumerate(requests):
+            items = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+            try:
+                decoded = [_decode(item, position) for position, item in enumerate(items)]
+            except ValueError as error:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+                )
+                continue
+            texts.extend(decoded)
+            owners.extend([index] * len(decoded))
+
+        encodings = self.tokenizer.encode_batch(texts) if texts else []
+        lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
+        owners = np.array(owners, dtype=np.int64)
+        for index in range(len(requests)):
+            if responses[index] is not None:
+                continue
+            rows = np.flatnonzero(owners == index)
+            longest = int(lengths[rows].max()) if len(rows) else 1
+            width = int(self.buckets[np.searchsorted(self.buckets, longest)])
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            for row, item in enumerate(rows):
+                ids[row, : lengths[item]] = encodings[item].ids
+            mask = (np.arange(width) < lengths[rows][:, None]).astype(np.int64)
+            responses[index] = pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor("input_ids", ids),
+                    pb_utils.Tensor("attention_mask", mask),
+                ]
+            )
+        return responses
+
+
+def _decode(item, position):
+    if isinstance(item, str):
+        return item
+    try:
+        return bytes(item).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"TEXT item {position} is not valid UTF-8: byte 0x{item[error.start]:02x} at "
+            f"offset {error.start} ({error.reason})"
+        ) from None

@@ -1,0 +1,102 @@
+"""Small typed helpers over ``tritonclient`` for the project's pipelines.
+
+    from tritonctl.client import embed
+    vectors = embed(["a sentence", "another"], "127.0.0.1:8001", protocol="grpc")
+
+``url`` is ``host:port`` (``LocalTriton.grpc_address`` / ``http_address``); an ``http://`` prefix
+is accepted. Errors from the server raise ``InferenceError`` with Triton's message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+Protocol = Literal["grpc", "http"]
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class InferenceError(RuntimeError):
+    """The server answered a request with an error (or could not be reached)."""
+
+
+def _address(url: str) -> str:
+    for prefix in ("http://", "https://", "grpc://"):
+        if url.startswith(prefix):
+            return url[len(prefix) :].rstrip("/")
+    return url
+
+
+def client(url: str, protocol: Protocol = "grpc") -> Any:
+    """A ``tritonclient`` ``InferenceServerClient`` for ``protocol``; close it when done."""
+    if protocol == "grpc":
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(_address(url))
+    if protocol == "http":
+        import tritonclient.http as httpclient
+
+        return httpclient.InferenceServerClient(_address(url), network_timeout=DEFAULT_TIMEOUT_S)
+    raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+
+
+def _module(protocol: Protocol) -> Any:
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        import tritonclient.http as module  # type: ignore[no-redef]
+    return module
+
+
+def text_input(texts: Sequence[str | bytes], protocol: Protocol = "grpc") -> Any:
+    """The ``TEXT`` input (BYTES ``[N, 1]``) for the text pipelines."""
+    items = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in texts]
+    array = np.array(items, dtype=np.object_).reshape(-1, 1)
+    tensor = _module(protocol).InferInput("TEXT", list(array.shape), "BYTES")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def infer(
+    url: str,
+    model: str,
+    inputs: Sequence[Any],
+    outputs: Sequence[str],
+    protocol: Protocol = "grpc",
+    **kwargs: Any,
+) -> dict[str, np.ndarray]:
+    """One inference request; returns ``{output name: array}``."""
+    from tritonclient.utils import InferenceServerException
+
+    module = _module(protocol)
+    requested = [module.InferRequestedOutput(name) for name in outputs]
+    conn = client(url, protocol)
+    try:
+        result = conn.infer(model, list(inputs), outputs=requested, **kwargs)
+    except InferenceServerException as error:
+        raise InferenceError(f"{model}: {error.message()}") from None
+    finally:
+        conn.close()
+    return {name: result.as_numpy(name) for name in outputs}
+
+
+def embed(
+    texts: Sequence[str | bytes],
+    url: str,
+    protocol: Protocol = "grpc",
+    model: str = "text_embedding",
+) -> np.ndarray:
+    """Embeddings ``[len(texts), 384]`` (FP32, unit length) from a text-embedding ensemble."""
+    if len(texts) == 0:
+        return np.zeros((0, 384), dtype=np.float32)
+    out = infer(url, model, [text_input(texts, protocol)], ["EMBEDDING"], protocol)
+    return out["EMBEDDING"]
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarity of the rows of ``vectors``."""
+    norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    unit = vectors / norms
+    return np.asarray(unit @ unit.T)
