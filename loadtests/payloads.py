@@ -81,7 +81,9 @@ def realistic_texts(
         if target <= lengths[-1]:
             # Sentences within 25% of the target, else the nearest one.
             close = [
-                s for s, n in zip(by_length, lengths) if abs(n - target) <= max(1, target // 4)
+                s
+                for s, n in zip(by_length, lengths, strict=True)
+                if abs(n - target) <= max(1, target // 4)
             ]
             if not close:
                 close = [min(by_length, key=lambda s: abs(len(s.split()) - target))]

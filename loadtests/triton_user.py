@@ -173,7 +173,7 @@ class TritonUser(User):
             status = error.status()
             message = error.message() or str(error)
             exception = TritonRequestError(f"{status}: {message}" if status else message)
-        except Exception as error:  # transport failures count as failed requests too
+        except Exception as error:  # noqa: BLE001 - transport failures are failed requests too
             elapsed_ms = (time.perf_counter() - start) * 1000.0
             exception = TritonRequestError(f"{type(error).__name__}: {error}")
         self.environment.events.request.fire(

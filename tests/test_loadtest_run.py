@@ -22,7 +22,8 @@ from tritonctl.server import LocalTriton
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted((ROOT / "loadtests" / "slo").glob("*.yaml"))
-SHORT = {"warmup_s": 1.0, "duration_s": 3.0}
+SHORT = {"warmup_s": 1.0, "duration_s": 2.0}
+STEP = {"warmup_s": 0.5, "duration_s": 1.5}  # capacity-search steps
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -144,7 +145,7 @@ def test_distributed_workers_with_a_step_shape(tiny_server: LocalTriton, tmp_pat
         p99_ms=2000,
         report_dir=tmp_path,
         warmup_s=1.0,
-        duration_s=4.0,
+        duration_s=3.0,
     )
     assert result.passed, result.failed
     assert len(list(tmp_path.glob("samples-*.csv"))) == 2  # both workers sent requests
@@ -160,7 +161,7 @@ def test_distributed_workers_with_a_step_shape(tiny_server: LocalTriton, tmp_pat
 def test_capacity_search_reports_the_highest_load_that_held(
     tiny_server: LocalTriton, tmp_path: Path
 ) -> None:
-    profile = SloProfile(model="add_one", protocol="grpc", capacity_users=(1, 3), **SHORT)
+    profile = SloProfile(model="add_one", protocol="grpc", capacity_users=(1, 3), **STEP)
     held = find_capacity(
         profile.with_overrides(p95_ms=2000.0, min_rps=1.0),
         Target.from_server(tiny_server),

@@ -32,7 +32,7 @@ def user_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "loadtest",
         help="Locust load test with SLO checks, a report folder and a pass/fail exit code",

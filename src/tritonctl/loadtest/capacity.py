@@ -122,7 +122,7 @@ def find_capacity(
 
 
 def write_capacity_report(result: CapacityResult) -> dict[str, Any]:
-    steps = [
+    steps: list[dict[str, Any]] = [
         {
             "users": s.profile.users,
             "rps": round(s.figures.rps, 3),
