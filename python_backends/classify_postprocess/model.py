@@ -10,6 +10,7 @@ class distribution and input-intensity histogram, the reference for drift monito
 """
 
 import json
+import os
 
 import numpy as np
 
@@ -17,6 +18,10 @@ try:
     import triton_python_backend_utils as pb_utils
 except ImportError:  # imported outside Triton, e.g. by unit tests of the pure helpers below
     pb_utils = None
+try:
+    import drift_window  # copied beside this file: see src/tritonctl/drift_window.py
+except ImportError:
+    drift_window = None
 
 CLASSES = np.array([str(d).encode() for d in range(10)], dtype=object)
 
@@ -31,7 +36,29 @@ def top_k(logits, k):
     return CLASSES[order], scores
 
 
+def _drift_parameter(config, key, default):
+    return config.get("parameters", {}).get(key, {}).get("string_value") or default
+
+
 class TritonPythonModel:
+    def drift_monitor(self, config):
+        """Sliding-window drift gauges (predicted-class PSI, low-confidence share), if profiled."""
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_profile.json")
+        if drift_window is None or not os.path.exists(path):
+            pb_utils.Logger.log_warn(f"no drift monitoring: {path} or drift_window.py missing")
+            return None
+        reference = drift_window.load_json(path)["predicted_class_distribution"]
+        self.class_edges = np.arange(len(reference) + 1) - 0.5
+        self.low_confidence = float(_drift_parameter(config, "low_confidence_threshold", "0.6"))
+        return drift_window.Monitor(
+            pb_utils,
+            _drift_parameter(config, "drift_model_label", "digit_classifier"),
+            "predicted_class",
+            reference,
+            window=int(_drift_parameter(config, "drift_window", "512")),
+            low_confidence=True,
+        )
+
     def initialize(self, args):
         config = json.loads(args["model_config"])
         value = config.get("parameters", {}).get("top_k", {}).get("string_value")
@@ -41,10 +68,15 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"top_k={self.k} does not match output dims {dims}")
         if not 1 <= self.k <= len(CLASSES):
             raise pb_utils.TritonModelException(f"top_k must be 1..{len(CLASSES)}, got {self.k}")
+        self.drift = self.drift_monitor(config)
 
     def execute(self, requests):
         arrays = [pb_utils.get_input_tensor_by_name(r, "LOGITS").as_numpy() for r in requests]
-        labels, scores = top_k(np.concatenate(arrays), self.k)
+        logits = np.concatenate(arrays)
+        labels, scores = top_k(logits, self.k)
+        if self.drift is not None:
+            predicted = drift_window.bin_counts(logits.argmax(axis=1), self.class_edges)
+            self.drift.observe(predicted, low=scores[:, 0] < self.low_confidence)
         offsets = np.cumsum([len(a) for a in arrays])[:-1]
         return [
             pb_utils.InferenceResponse(

@@ -28,6 +28,7 @@ guard). Both limits are config parameters.
 
 import io
 import json
+import os
 import warnings
 
 import numpy as np
@@ -37,6 +38,10 @@ try:
     import triton_python_backend_utils as pb_utils
 except ImportError:  # imported outside Triton, e.g. by unit tests of the pure helpers below
     pb_utils = None
+try:
+    import drift_window  # copied beside this file: see src/tritonctl/drift_window.py
+except ImportError:
+    drift_window = None
 
 SIZE = 8
 LEVELS = 16
@@ -124,6 +129,37 @@ class TritonPythonModel:
         self.max_bytes = _parameter(config, "max_image_bytes", DEFAULT_MAX_BYTES)
         # Pillow's own bomb check, as a second line behind the header check in decode().
         Image.MAX_IMAGE_PIXELS = self.max_pixels
+        self.failures_family = pb_utils.MetricFamily(
+            name="tritonctl_image_preprocess_failures_total",
+            description="requests refused because an image could not be decoded",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.failures = self.failures_family.Metric(labels={"model": "image_preprocess"})
+        self.drift = self.drift_monitor(config)
+
+    def drift_monitor(self, config):
+        """Input-intensity PSI gauge against the digits reference profile, if there is one."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        candidates = [  # own version folder, else the post-processing model's (same repository)
+            os.path.join(here, "reference_profile.json"),
+            os.path.join(here, "..", "..", "classify_postprocess", "1", "reference_profile.json"),
+        ]
+        path = next((p for p in candidates if os.path.exists(p)), None)
+        if drift_window is None or path is None:
+            pb_utils.Logger.log_warn(
+                "no drift monitoring: reference profile or drift_window.py missing"
+            )
+            return None
+        edges, fractions = drift_window.histogram(drift_window.load_json(path)["input_intensity"])
+        self.intensity_edges = edges
+        params = config.get("parameters", {})
+        return drift_window.Monitor(
+            pb_utils,
+            params.get("drift_model_label", {}).get("string_value") or "digit_classifier",
+            "input_intensity",
+            fractions,
+            window=int(params.get("drift_window", {}).get("string_value") or 512),
+        )
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -135,12 +171,15 @@ class TritonPythonModel:
                     (index, [decode(bytes(x), self.max_pixels, self.max_bytes) for x in items])
                 )
             except ImageError as error:
+                self.failures.increment(1)
                 responses[index] = pb_utils.InferenceResponse(
                     output_tensors=[],
                     error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG),
                 )
         if decoded:
             pixels = to_levels(np.stack([g for _, grays in decoded for g in grays]))
+            if self.drift is not None:
+                self.drift.observe(drift_window.pixel_counts(pixels, self.intensity_edges))
             offsets = np.cumsum([len(grays) for _, grays in decoded])[:-1]
             for (index, _), part in zip(decoded, np.split(pixels, offsets), strict=True):
                 responses[index] = pb_utils.InferenceResponse(
