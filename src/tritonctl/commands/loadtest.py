@@ -10,6 +10,8 @@ import argparse
 import re
 from pathlib import Path
 
+from tritonctl import paths
+
 
 def duration(text: str) -> float:
     """Seconds from ``30``, ``30s``, ``2m`` or ``1m30s``."""
@@ -121,6 +123,13 @@ def run(args: argparse.Namespace) -> int:
         "min_rps": args.min_rps,
         "capacity_users": args.capacity_users,
     }
+    if args.slo is None:
+        candidate = (
+            paths.project_root() / "loadtests" / "slo" / f"{args.model or 'text_embedding'}.yaml"
+        )
+        if candidate.exists():
+            args.slo = candidate
+            console.print(f"SLO profile: {candidate.relative_to(paths.project_root())}")
     try:
         if args.find_capacity:
             profile = resolve_profile(args.slo, **overrides)
