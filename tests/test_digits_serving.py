@@ -1,0 +1,198 @@
+"""The served digits pipeline on the real Triton server: accuracy, bad input, response cache.
+
+Held-out images go in as PNG bytes through the ``digit_classifier*`` ensembles
+(``image_preprocess`` → ONNX variant → ``classify_postprocess``) as bursts of concurrent
+requests, so the dynamic batcher and the vectorised Python models see real batches.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.test_digits_preprocess import BAD_INPUTS, animated_gif, black_on_white_jpeg, png, png16
+from tritonctl.build import digits
+from tritonctl.build.digits_serving import TOP_K, ensemble_name, model_name
+from tritonctl.server import LocalTriton
+
+pytestmark = pytest.mark.server
+CONCURRENCY = 16
+
+Outcome = tuple[list[bytes], np.ndarray] | InferenceServerException
+
+
+@pytest.fixture(scope="module")
+def test_set(model_repository: Path) -> dict[str, np.ndarray]:
+    return dict(np.load(digits.report_dir() / "test_set.npz"))
+
+
+def in_process_predictions(repository: Path, variant: str, images: np.ndarray) -> np.ndarray:
+    path = repository / model_name(variant) / "1" / "model.onnx"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["LOGITS"], {"INPUT": images.astype(np.float32)[:, None]})[0].argmax(1)  # type: ignore[no-any-return]
+
+
+def _item(data: bytes) -> np.ndarray:
+    return np.array([[data]], dtype=np.object_)
+
+
+def infer_grpc(server: LocalTriton, model: str, blobs: list[bytes]) -> list[Outcome]:
+    """All ``blobs`` as concurrent one-image gRPC requests; results in order."""
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    done: queue.Queue[tuple[int, Outcome]] = queue.Queue()
+    try:
+        outputs = [
+            grpcclient.InferRequestedOutput("LABELS"),
+            grpcclient.InferRequestedOutput("SCORES"),
+        ]
+        for index, data in enumerate(blobs):
+            tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+            tensor.set_data_from_numpy(_item(data))
+
+            def callback(
+                result: grpcclient.InferResult | None,
+                error: InferenceServerException | None,
+                index: int = index,
+            ) -> None:
+                if error is not None:
+                    done.put((index, error))
+                else:
+                    assert result is not None
+                    done.put(
+                        (index, (list(result.as_numpy("LABELS")[0]), result.as_numpy("SCORES")[0]))
+                    )
+
+            client.async_infer(model, [tensor], callback, outputs=outputs)
+        results: dict[int, Outcome] = dict(done.get(timeout=60) for _ in blobs)
+    finally:
+        client.close()
+    return [results[i] for i in range(len(blobs))]
+
+
+def infer_http(server: LocalTriton, model: str, blobs: list[bytes]) -> list[Outcome]:
+    """All ``blobs`` as one-image HTTP requests, ``CONCURRENCY`` in flight; results in order."""
+    client = httpclient.InferenceServerClient(server.http_address, concurrency=CONCURRENCY)
+    try:
+        pending = []
+        for data in blobs:
+            tensor = httpclient.InferInput("IMAGE", [1, 1], "BYTES")
+            tensor.set_data_from_numpy(_item(data))
+            pending.append(client.async_infer(model, [tensor]))
+        results: list[Outcome] = []
+        for request in pending:
+            try:
+                result = request.get_result()
+                results.append((list(result.as_numpy("LABELS")[0]), result.as_numpy("SCORES")[0]))
+            except InferenceServerException as error:
+                results.append(error)
+    finally:
+        client.close()
+    return results
+
+
+PROTOCOLS: dict[str, Callable[[LocalTriton, str, list[bytes]], list[Outcome]]] = {
+    "grpc": infer_grpc,
+    "http": infer_http,
+}
+
+
+def top1(outcomes: list[Outcome]) -> np.ndarray:
+    labels = []
+    for outcome in outcomes:
+        assert not isinstance(outcome, InferenceServerException), outcome
+        labels.append(int(outcome[0][0]))
+    return np.array(labels)
+
+
+@pytest.mark.parametrize(("protocol", "variant"), [("grpc", "int8"), ("http", "pruned_channels")])
+def test_served_accuracy_equals_in_process_accuracy(
+    triton: LocalTriton,
+    model_repository: Path,
+    test_set: dict[str, np.ndarray],
+    protocol: str,
+    variant: str,
+) -> None:
+    images, labels = test_set["images"], test_set["labels"]
+    outcomes = PROTOCOLS[protocol](triton, ensemble_name(variant), [png(image) for image in images])
+    served = top1(outcomes)
+    expected = in_process_predictions(model_repository, variant, images)
+    np.testing.assert_array_equal(served, expected)
+    assert float((served == labels).mean()) == float((expected == labels).mean())
+    for label_list, scores in outcomes:  # type: ignore[misc]
+        assert len(label_list) == TOP_K and len(set(label_list)) == TOP_K
+        assert np.all(np.diff(scores) <= 0) and 0 < scores.sum() <= 1 + 1e-5
+
+
+def test_default_ensemble_serves_its_variant(
+    triton: LocalTriton, model_repository: Path, test_set: dict[str, np.ndarray]
+) -> None:
+    report = json.loads((digits.report_dir() / "build_report.json").read_text())
+    report_default = report["default_variant"]
+    images = test_set["images"][:48]
+    served = top1(
+        infer_http(triton, ensemble_name(None), [black_on_white_jpeg(image) for image in images])
+    )
+    expected = in_process_predictions(model_repository, report_default, images)
+    # JPEG may move a pixel by one level; the prediction should almost never change.
+    assert (served == expected).mean() >= 0.95
+
+
+def test_bad_inputs_fail_alone_while_good_images_in_the_same_burst_succeed(
+    triton: LocalTriton, test_set: dict[str, np.ndarray]
+) -> None:
+    images, labels = test_set["images"], test_set["labels"]
+    first, second = images[labels == 4][0], images[labels == 6][0]
+    good = [(png(images[i]), int(labels[i])) for i in range(6)]
+    defined = [(animated_gif(first, second), 4), (png16(images[7]), int(labels[7]))]
+    bad = list(BAD_INPUTS.values())
+    # Interleave, and send every bad input twice: a cached error must not replace an answer.
+    burst: list[tuple[bytes, int | str]] = []
+    for index, (data, phrase) in enumerate(bad * 2):
+        burst += [(data, phrase), good[index % len(good)]]
+    burst += defined
+    for protocol, call in PROTOCOLS.items():
+        outcomes = call(triton, ensemble_name(None), [data for data, _ in burst])
+        for (_, expected), outcome in zip(burst, outcomes, strict=True):
+            if isinstance(expected, str):
+                assert isinstance(outcome, InferenceServerException), (protocol, expected)
+                assert expected in str(outcome), (protocol, str(outcome))
+                status = str(outcome.status())
+                assert status in ("400", "StatusCode.INVALID_ARGUMENT"), (protocol, status)
+            else:
+                assert not isinstance(outcome, InferenceServerException), (protocol, outcome)
+                assert int(outcome[0][0]) == expected, protocol
+    assert triton.is_ready()
+
+
+def _cache_hits(server: LocalTriton, model: str) -> float:
+    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    match = re.search(rf'nv_cache_num_hits_per_model{{model="{model}",version="1"}} (\S+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_response_cache_answers_repeats_identically(
+    triton: LocalTriton, test_set: dict[str, np.ndarray]
+) -> None:
+    model = ensemble_name("student")
+    blob = png(test_set["images"][100])
+    before = _cache_hits(triton, model)
+    first = infer_grpc(triton, model, [blob])[0]
+    repeats = infer_grpc(triton, model, [blob] * 3)
+    for outcome in repeats:
+        assert not isinstance(outcome, InferenceServerException) and not isinstance(
+            first, InferenceServerException
+        )
+        assert outcome[0] == first[0]
+        np.testing.assert_array_equal(outcome[1], first[1])
+    assert _cache_hits(triton, model) >= before + 3
