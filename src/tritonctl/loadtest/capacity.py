@@ -139,7 +139,10 @@ def write_capacity_report(result: CapacityResult) -> dict[str, Any]:
     floor = result.profile.objectives.min_rps
     failed = []
     if result.best is None:
-        failed.append(f"no load held the SLO (lowest step: {result.steps[0].failed})")
+        failed.append(
+            f"no load held the SLO; at {result.steps[0].profile.users} user(s): "
+            + "; ".join(result.steps[0].failed)
+        )
     elif floor is not None and result.best.figures.rps < floor:
         failed.append(f"capacity {result.best.figures.rps:.1f} req/s < {floor:g} req/s required")
     summary: dict[str, Any] = {

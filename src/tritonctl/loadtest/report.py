@@ -229,6 +229,15 @@ img{max-width:100%;display:block;margin:.6em 0}code{background:#f3f3f3;padding:0
 """
 
 
+def _cell(value: Any) -> str:
+    """Whole numbers without decimals, others to three significant decimals at most."""
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], raw: Sequence[int] = ()) -> str:
     """An HTML table; cells are escaped except in the ``raw`` columns (our own markup)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
