@@ -5,7 +5,8 @@ serve on a CPU-only machine from the nvidia-pytriton server, which ships no nati
 backend. In the NGC container the native backend serves the same files.
 
 All requests of one ``execute`` call that share their non-batch shapes run as one batch.
-Thread settings use the native backend's parameter names (``intra_op_thread_count``,
+A float input holding NaN or Inf is refused (INVALID_ARG) for that request only; the native
+backend passes such values through. Thread settings use the native backend's parameter names (``intra_op_thread_count``,
 ``inter_op_thread_count``), so a tuned config means the same in both places.
 """
 
@@ -39,6 +40,9 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
         self.batching = int(self.config.get("max_batch_size", 0)) > 0
+        # NaN/Inf in a float input is bad input (it poisons every output it touches): refuse it
+        # per request unless the config sets `allow_non_finite: "true"`.
+        self.reject_non_finite = _param(self.config, "allow_non_finite", "false") != "true"
         self.inputs = [i["name"] for i in self.config["input"]]
         self.outputs = [o["name"] for o in self.config["output"]]
         self.output_dtypes = {
@@ -103,6 +107,8 @@ class TritonPythonModel:
             if tensor is None:
                 raise ValueError(f"missing input '{name}'")
             array = tensor.as_numpy()
+            if self.reject_non_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise ValueError(f"input '{name}' holds NaN or Inf values")
             expected = self.input_dtypes.get(name)
             if expected is not None and array.dtype != expected:
                 array = array.astype(expected)
