@@ -114,24 +114,27 @@ def test_impossible_objective_fails_names_it_and_writes_the_report(
 
 
 def test_a_model_that_does_not_exist_fails_with_tritons_message(
-    tiny_server: LocalTriton, tmp_path: Path
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = run_loadtest(
-        server=tiny_server,
-        model="no_such_model",
-        protocol="http",
-        users=2,
-        max_error_ratio=0.0,
-        report_dir=tmp_path,
-        **SHORT,
-    )
-    assert not result.passed and result.exit_code == 1
-    assert result.figures.requests > 0
-    assert result.figures.failures == result.figures.requests  # 100% failures
-    assert result.failed == ["error ratio 100.00% > 0.00% (+inf%)"]
-    (error,) = result.summary["errors"]
+    # --local starts the real server itself (loading no model here) and stops it afterwards.
+    code = main(
+        [
+            "loadtest", "--local", "--model", "no_such_model", "--protocol", "http",
+            "--users", "2", "--warmup", "1", "--duration", "2", "--max-error-ratio", "0",
+            "--report-dir", str(tmp_path),
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["requests"] > 0
+    assert summary["failures"] == summary["requests"]  # 100% failures
+    assert summary["failed"] == ["error ratio 100.00% > 0.00% (+inf%)"]
+    assert "error ratio 100.00% > 0.00%" in captured.err
+    (error,) = summary["errors"]
     assert "Request for unknown model: 'no_such_model' is not found" in error["error"]
-    assert "no_such_model" in (tmp_path / "report.html").read_text()
+    assert error["occurrences"] == summary["failures"]
+    assert "Request for unknown model" in (tmp_path / "report.html").read_text()
 
 
 def test_distributed_workers_with_a_step_shape(tiny_server: LocalTriton, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -81,20 +82,24 @@ def resolve_profile(profile: SloProfile | str | Path | None, **overrides: Any) -
 
 @contextlib.contextmanager
 def local_server(model: str, repository: Path | None = None) -> Iterator[LocalTriton]:
-    """The real tritonserver on this machine, loading just ``model`` (and what it runs)."""
+    """The real tritonserver on this machine, loading just ``model`` (and what it runs).
+
+    A model the repository does not have gets a server with an empty repository, so every
+    request fails with Triton's own "unknown model" error, as it would in a deployment.
+    """
     from tritonctl.repository import sync_python_backends
 
     repository = repository or paths.model_repository()
-    if paths.python_backends().is_dir():
-        sync_python_backends(repository, paths.python_backends())
     if (repository / model / "config.pbtxt").exists():
-        server = LocalTriton(repository, models=[model], exit_timeout=5)
-    else:
-        # Load nothing: requests then get Triton's own "unknown model" error.
-        server = LocalTriton(
-            repository, exit_timeout=5, extra_args=["--model-control-mode=explicit"]
-        )
-    with server:
+        if paths.python_backends().is_dir():
+            sync_python_backends(repository, paths.python_backends())
+        with LocalTriton(repository, models=[model], exit_timeout=5) as server:
+            yield server
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="tritonctl-empty-") as empty,
+        LocalTriton(empty, exit_timeout=5) as server,
+    ):
         yield server
 
 
