@@ -38,37 +38,18 @@ Re-running with an unchanged recipe (its source and seed) and all outputs presen
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
+import shutil
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnxruntime
-import torch
-
 from tritonctl import paths
-from tritonctl.build import digits_data, digits_onnx, digits_serving
-from tritonctl.build.digits_data import SEED, Digits
-from tritonctl.build.digits_onnx import BuildError
-from tritonctl.build.digits_report import chart, print_table
-from tritonctl.build.digits_train import (
-    STUDENT,
-    TEACHER,
-    DigitsCNN,
-    accuracy,
-    channel_prune,
-    macs,
-    magnitude_prune,
-    make_permanent,
-    parameters,
-    seed_everything,
-    train,
-    weight_sparsity,
-)
-from tritonctl.console import console, progress
+from tritonctl.build import digits_serving
+from tritonctl.build.digits_data import SEED
+from tritonctl.console import console
 
 TEACHER_MIN_ACCURACY = 0.97
 GATE_POINTS = 1.5
@@ -84,7 +65,8 @@ def report_dir() -> Path:
 
 def recipe_hash(seed: int = SEED) -> str:
     """Hash of everything the build's result depends on: this recipe's code, seed, libraries."""
-    digest = hashlib.sha256(f"{seed}|{torch.__version__}|{onnxruntime.__version__}".encode())
+    libraries = "|".join(version(name) for name in ("torch", "onnxruntime", "scikit-learn"))
+    digest = hashlib.sha256(f"{seed}|{libraries}".encode())
     for source in sorted(Path(__file__).parent.glob("digits*.py")):
         digest.update(source.name.encode() + source.read_bytes())
     return digest.hexdigest()
@@ -100,27 +82,37 @@ def _stamp_path() -> Path:
     return report_dir() / "stamp.json"
 
 
-def up_to_date(repository: Path) -> bool:
+def _stamp(repository: Path, seed: int) -> dict[str, str]:
+    return {"recipe": recipe_hash(seed), "repository": str(repository.resolve())}
+
+
+def up_to_date(repository: Path, seed: int = SEED) -> bool:
     try:
         stamp = json.loads(_stamp_path().read_text())
     except (OSError, ValueError):
         return False
-    fresh = stamp == {"recipe": recipe_hash(), "repository": str(repository.resolve())}
-    return fresh and all(path.exists() for path in outputs(repository))
+    return stamp == _stamp(repository, seed) and all(path.exists() for path in outputs(repository))
 
 
 def build(repository: Path, *, force: bool = False, seed: int = SEED) -> dict[str, Any]:
     """Train, optimize, export, check and serve the digits models; returns the report."""
     repository = Path(repository)
-    if not force and seed == SEED and up_to_date(repository):
-        console.print("[green]digits[/]: up to date (recipe and seed unchanged)")
+    if not force and up_to_date(repository, seed):
+        console.print("[green]digits[/]: up to date (recipe, seed and libraries unchanged)")
         return json.loads((report_dir() / "build_report.json").read_text())
+    # The heavy libraries load only when there is work to do: the no-op check stays quick.
+    from tritonctl.build import digits_data, digits_steps
+    from tritonctl.build.digits_onnx import BuildError
+    from tritonctl.build.digits_report import chart, print_table
+
     started = time.perf_counter()
     data = digits_data.load(seed)
-    models = _train_all(data, seed)
+    models = digits_steps.train_all(data, seed)
     work = paths.cache_dir() / "digits"
-    variants = _export_all(models, data, repository, work)
-    report = _report(models, variants, data, seed)
+    # Export into a staging copy; the served repository changes only once every gate passes.
+    staging = work / "repository"
+    variants = digits_steps.export_all(models, data, staging, work)
+    report = digits_steps.report(models, variants, data, seed)
     report["build_seconds"] = round(time.perf_counter() - started, 1)
 
     out = report_dir()
@@ -134,174 +126,25 @@ def build(repository: Path, *, force: bool = False, seed: int = SEED) -> dict[st
     if failures:
         raise BuildError(f"digits build failed its gates: {', '.join(failures)} (see {out})")
 
+    for variant in VARIANTS:
+        onnx = Path(digits_serving.model_name(variant), "1", "model.onnx")
+        (repository / onnx).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(staging / onnx, repository / onnx)
     default = report["default_variant"]
     digits_serving.write_configs(repository, default)
-    profile = reference_profile(
+    profile = digits_steps.reference_profile(
         repository / digits_serving.model_name(default) / "1" / "model.onnx", data
     )
     profile["model"] = digits_serving.model_name(default)
     profile_path = repository / digits_serving.POSTPROCESS / "1" / "reference_profile.json"
     profile_path.write_text(json.dumps(profile, indent=2) + "\n")
-    _stamp_path().write_text(
-        json.dumps({"recipe": recipe_hash(), "repository": str(repository.resolve())})
-    )
+    _stamp_path().write_text(json.dumps(_stamp(repository, seed)))
     console.print(
         f"[green]digits[/]: built in {report['build_seconds']} s; default variant {default}"
     )
     return report
 
 
-def _train_all(data: Digits, seed: int) -> dict[str, DigitsCNN]:
-    seed_everything(seed)
-    with progress() as bars:
-        teacher = train(
-            DigitsCNN(TEACHER),
-            data.train,
-            epochs=40,
-            lr=2e-3,
-            seed=seed,
-            progress=bars,
-            label="teacher",
-        )
-
-        torch.manual_seed(seed + 1)
-        student = DigitsCNN(STUDENT)
-        student = train(
-            student,
-            data.train,
-            epochs=80,
-            lr=5e-3,
-            seed=seed + 1,
-            progress=bars,
-            label="student (KD)",
-            teacher=teacher,
-        )
-
-        pruned = magnitude_prune(copy.deepcopy(teacher), PRUNE_AMOUNT)
-        pruned = train(
-            pruned,
-            data.train,
-            epochs=15,
-            lr=5e-4,
-            seed=seed + 2,
-            progress=bars,
-            label="pruned fine-tune",
-        )
-        make_permanent(pruned)
-
-        narrow = channel_prune(teacher, CHANNEL_KEEP)
-        narrow = train(
-            narrow,
-            data.train,
-            epochs=20,
-            lr=1e-3,
-            seed=seed + 3,
-            progress=bars,
-            label="channels fine-tune",
-        )
-    return {"teacher": teacher, "student": student, "pruned": pruned, "pruned_channels": narrow}
-
-
-def _export_all(
-    models: dict[str, DigitsCNN], data: Digits, repository: Path, work: Path
-) -> dict[str, dict[str, Any]]:
-    results: dict[str, dict[str, Any]] = {}
-    with progress() as bars:
-        task = bars.add_task("export, check, time", total=len(VARIANTS))
-        for variant in VARIANTS:
-            path = repository / digits_serving.model_name(variant) / "1" / "model.onnx"
-            if variant == "int8":
-                teacher_onnx = (
-                    repository / digits_serving.model_name("teacher") / "1" / "model.onnx"
-                )
-                digits_onnx.quantize(teacher_onnx, path, data.train.x, work)
-                diff = None
-            else:
-                model = models[variant]
-                digits_onnx.export(model, path)
-                diff = digits_onnx.verify(model, path, data.test.x)
-            acc, predictions = digits_onnx.onnx_accuracy(path, data.test.x, data.test.y)
-            results[variant] = {
-                "onnx_bytes": path.stat().st_size,
-                "max_abs_diff_vs_torch": diff,
-                "accuracy": acc,
-                "predictions": predictions,
-                **digits_onnx.timing(path, data.test.x),
-            }
-            bars.advance(task)
-    return results
-
-
-def _report(
-    models: dict[str, DigitsCNN], variants: dict[str, dict[str, Any]], data: Digits, seed: int
-) -> dict[str, Any]:
-    teacher = models["teacher"]
-    rows: dict[str, dict[str, Any]] = {}
-    for variant in VARIANTS:
-        model = models.get(variant, teacher)
-        measured = {k: v for k, v in variants[variant].items() if k != "predictions"}
-        rows[variant] = {
-            "parameters": parameters(model),
-            "nonzero_parameters": parameters(model, nonzero=True),
-            "macs": macs(model.width),
-            "torch_accuracy": accuracy(model, data.test) if variant != "int8" else None,
-            **measured,
-        }
-    rows["int8"]["agreement_with_teacher"] = float(
-        (variants["int8"]["predictions"] == variants["teacher"]["predictions"]).mean()
-    )
-    teacher_acc = rows["teacher"]["accuracy"]
-    for row in rows.values():
-        row["points_below_teacher"] = round((teacher_acc - row["accuracy"]) * 100, 4)
-    sparsity = weight_sparsity(models["pruned"])
-    rows["pruned"]["weight_sparsity"] = sparsity
-    gates = {
-        f"teacher accuracy >= {TEACHER_MIN_ACCURACY:.0%}": teacher_acc >= TEACHER_MIN_ACCURACY,
-        "student has >= 4x fewer parameters": rows["student"]["parameters"] * 4
-        <= rows["teacher"]["parameters"],
-        "pruned weight sparsity >= 50%": sparsity >= 0.5,
-        "pruned_channels has fewer MACs": rows["pruned_channels"]["macs"] < rows["teacher"]["macs"],
-    }
-    for variant in VARIANTS:
-        gates[f"{variant} within {GATE_POINTS} points of teacher"] = (
-            rows[variant]["points_below_teacher"] <= GATE_POINTS
-        )
-    return {
-        "recipe": "digits",
-        "seed": seed,
-        "split": {"train": len(data.train), "validation": len(data.val), "test": len(data.test)},
-        "teacher_accuracy": teacher_acc,
-        "gate_points": GATE_POINTS,
-        "gates": gates,
-        "default_variant": default_variant(rows),
-        "default_rule": (
-            f"fewest MACs among variants within {DEFAULT_POINTS} points of the teacher's held-out "
-            "accuracy; ties: smaller ONNX file"
-        ),
-        "variants": rows,
-    }
-
-
 def default_variant(rows: dict[str, dict[str, Any]]) -> str:
     eligible = [v for v in VARIANTS if rows[v]["points_below_teacher"] <= DEFAULT_POINTS]
     return min(eligible, key=lambda v: (rows[v]["macs"], rows[v]["onnx_bytes"]))
-
-
-def reference_profile(model: Path, data: Digits) -> dict[str, Any]:
-    """Predicted-class distribution and input-intensity histogram on the validation split."""
-    predictions = digits_onnx.run(model, data.val.x).argmax(1)
-    classes = np.bincount(predictions, minlength=10) / len(predictions)
-    edges = np.arange(18) - 0.5
-    counts, _ = np.histogram(data.val.x, bins=edges)
-    return {
-        "format": 1,
-        "model": str(model),
-        "split": "validation",
-        "samples": len(data.val),
-        "labels": digits_data.CLASSES,
-        "predicted_class_distribution": [round(float(f), 6) for f in classes],
-        "input_intensity": {
-            "bin_edges": [float(e) for e in edges],
-            "fractions": [round(float(f), 6) for f in counts / counts.sum()],
-        },
-    }

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 SEED = 20240611
 TEST_FRACTION = 0.2
@@ -39,6 +37,9 @@ class Digits:
 
 def load(seed: int = SEED) -> Digits:
     """Stratified train / validation / held-out test split, the same for a given seed."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     data = load_digits()
     images = data.images.astype(np.float32)[:, None, :, :]
     labels = data.target.astype(np.int64)
