@@ -44,6 +44,26 @@ class TopRow:
     total_requests: float
 
 
+def _summary_ms(metrics: Metrics, name: str, model: str, quantile: float) -> float:
+    values = [
+        s.value
+        for s in metrics.select(name, model=model)
+        if s.labels.get("quantile") and float(s.labels["quantile"]) == quantile
+    ]
+    return sum(values) / 1000.0 if values and not any(map(math.isnan, values)) else math.nan
+
+
+def latency_ms(metrics: Metrics, model: str, quantile: float) -> float:
+    """Triton's request-latency quantile; for ensembles, which export no request summary in
+    2.51, the queue plus compute-infer quantiles (an approximation: quantiles do not add)."""
+    value = _summary_ms(metrics, "nv_inference_request_summary_us", model, quantile)
+    if math.isnan(value):
+        value = _summary_ms(metrics, "nv_inference_queue_summary_us", model, quantile) + (
+            _summary_ms(metrics, "nv_inference_compute_infer_summary_us", model, quantile)
+        )
+    return value
+
+
 def _gauge(metrics: Metrics, name: str, model: str) -> float:
     values = [s.value for s in metrics.select(name, model=model)]
     return max(values) if values else math.nan
@@ -62,14 +82,13 @@ def rows(before: Metrics, after: Metrics) -> list[TopRow]:
         if now.request_success + now.request_failure == 0 and name not in drift_models:
             continue
         delta: ModelDelta = diff_model(before.model(name), now, after.taken_at - before.taken_at)
-        summary = now.request_summary_us
         lookups = now.cache_hits + now.cache_misses
         result.append(
             TopRow(
                 model=name,
                 requests_per_s=delta.requests / delta.seconds if delta.seconds > 0 else 0.0,
-                p50_ms=summary.get(0.5, math.nan) / 1000.0,
-                p99_ms=summary.get(0.99, math.nan) / 1000.0,
+                p50_ms=latency_ms(after, name, 0.5),
+                p99_ms=latency_ms(after, name, 0.99),
                 queue_ms=delta.avg_queue_ms if delta.success else math.nan,
                 batch_size=delta.avg_batch_size if delta.exec_count else math.nan,
                 cache_hit_ratio=delta.cache_hit_ratio
