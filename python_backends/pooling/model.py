@@ -3,7 +3,8 @@
 Inputs ``last_hidden_state`` (FP32 [S, 384] per item) and ``attention_mask`` (INT64 [S]).
 Requests may carry different sequence lengths (their padding buckets): all requests of an
 ``execute`` call are padded to the longest one (zero hidden states, zero mask, which changes
-nothing in a masked mean) and pooled with one einsum.
+nothing in a masked mean) and pooled with one einsum. A request whose hidden states hold NaN
+or Inf gets an INVALID_ARG error of its own; the others are answered.
 """
 
 import numpy as np
@@ -27,11 +28,18 @@ class TritonPythonModel:
         pooled = summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
         pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
-        chunks = np.split(pooled, np.cumsum(sizes)[:-1])
+        bounds = np.cumsum(sizes)[:-1]
+        finite = [bool(f.all()) for f in np.split(np.isfinite(pooled).all(axis=1), bounds)]
         return [
             pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("EMBEDDING", chunk)])
-            for chunk in chunks
+            if ok
+            else pb_utils.InferenceResponse(error=pb_utils.TritonError(_NOT_FINITE, _INVALID))
+            for chunk, ok in zip(np.split(pooled, bounds), finite, strict=True)
         ]
+
+
+_NOT_FINITE = "input 'last_hidden_state' holds NaN or Inf: values must be finite"
+_INVALID = pb_utils.TritonError.INVALID_ARG
 
 
 def _pad(array, width):

@@ -9,10 +9,12 @@ Each request's output is padded to the smallest length bucket (config parameter
 joins only requests of equal shape, so bucketing lets the encoder batch requests of similar
 length instead of running each alone.
 
-Edge cases: an empty or whitespace-only text becomes ``[CLS] [SEP]``; text longer than
-``max_length`` tokens is truncated; a request with zero texts gets empty ``[0, 16]`` outputs;
-a text that is not valid UTF-8 fails its own request with INVALID_ARG (naming the item and
-the byte offset) while the other requests are answered.
+Bad input fails only its own request, with INVALID_ARG and a message naming the problem:
+a text that is not valid UTF-8 (the item and byte offset are named), an empty or
+whitespace-only text (there is nothing to embed: an embedding of ``[CLS] [SEP]`` alone would
+look like any other and silently pollute a search index), more than ``max_text_bytes`` bytes
+(config parameter), or a request with zero texts. Text longer than ``max_length`` tokens is
+truncated, not refused: a 10,000-word document embeds its first 256 tokens.
 """
 
 import json
@@ -32,6 +34,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.max_length = int(_param(config, "max_length", "256"))
+        self.max_bytes = int(_param(config, "max_text_bytes", str(256 * 1024)))
         buckets = _param(config, "length_buckets", "16,32,64,128,256")
         self.buckets = np.array(sorted(int(b) for b in buckets.split(",")))
         if self.buckets[-1] < self.max_length:
@@ -49,7 +52,9 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             items = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             try:
-                decoded = [_decode(item, position) for position, item in enumerate(items)]
+                if len(items) == 0:
+                    raise ValueError("empty batch: TEXT holds 0 items, send at least one text")
+                decoded = [self._decode(item, position) for position, item in enumerate(items)]
             except ValueError as error:
                 responses[index] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
@@ -79,14 +84,21 @@ class TritonPythonModel:
             )
         return responses
 
-
-def _decode(item, position):
-    if isinstance(item, str):
-        return item
-    try:
-        return bytes(item).decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"TEXT item {position} is not valid UTF-8: byte 0x{item[error.start]:02x} at "
-            f"offset {error.start} ({error.reason})"
-        ) from None
+    def _decode(self, item, position):
+        if len(item) > self.max_bytes:
+            raise ValueError(
+                f"TEXT item {position} is too long: {len(item)} bytes (limit {self.max_bytes})"
+            )
+        if isinstance(item, str):
+            text = item
+        else:
+            try:
+                text = bytes(item).decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"TEXT item {position} is not valid UTF-8: byte 0x{item[error.start]:02x} at "
+                    f"offset {error.start} ({error.reason})"
+                ) from None
+        if not text.strip():
+            raise ValueError(f"TEXT item {position} is empty or whitespace only: nothing to embed")
+        return text

@@ -46,7 +46,7 @@ def _module(protocol: Protocol) -> Any:
     if protocol == "grpc":
         import tritonclient.grpc as module
     else:
-        import tritonclient.http as module  # type: ignore[no-redef]
+        import tritonclient.http as module
     return module
 
 

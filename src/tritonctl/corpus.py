@@ -379,6 +379,26 @@ _CALIBRATION = [
     "The median household income rose by 3.2% last year.",
     "Why do cats purr?",
     "Reboot the router and try again.",
+    "The hospital opened a new wing for children with a playground on the roof and a small "
+    "library run by volunteers from the neighbourhood.",
+    "When the load balancer marks a backend unhealthy, it stops sending new connections but "
+    "lets the existing ones drain for up to thirty seconds before closing them.",
+    "Le musée présente une exposition sur l'histoire de l'aviation jusqu'à la fin de l'année.",
+    "La biblioteca municipal amplía su horario durante la época de exámenes.",
+    "北京的秋天很美，天气凉爽，到处都是红叶。",
+    "서울에서 부산까지 기차로 약 세 시간 걸립니다.",
+    "Wow 😍😍 that view from the summit was worth every step 🏔️",
+    "kubectl rollout status deployment/triton -n inference --timeout=120s",
+    '{"model": "text_embedding", "inputs": [{"name": "TEXT", "shape": [1, 1]}]}',
+    "Total: 3 items, 2 × €4.99 + 1 × €12.50 = €22.48",
+    "yes",
+    "Thank you!",
+    "The researchers measured the temperature of the lake every hour for three years and "
+    "found that the surface warmed twice as fast as the air above it, which surprised them "
+    "because the lake is fed by cold mountain streams for most of the year.",
+    "Do you deliver on weekends, and is there an extra charge for that?",
+    "SELECT * FROM orders WHERE created_at > NOW() - INTERVAL '7 days';",
+    "The quarterly board meeting has been postponed until further notice.",
 ]
 
 

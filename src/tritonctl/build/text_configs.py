@@ -20,6 +20,8 @@ from tritonctl.build.text_tokens import BUCKETS, MAX_LENGTH
 from tritonctl.model_config import ModelConfig, output, set_parameter, tensor
 
 MAX_BATCH = 64
+#: longer texts are refused (a 10,000-word document is ~60 KB and is truncated, not refused)
+MAX_TEXT_BYTES = 256 * 1024
 ONNX_INSTANCES = 2
 INTRA_OP_THREADS = 1
 QUEUE_DELAY_US = 2000
@@ -51,6 +53,7 @@ def tokenizer_config() -> ModelConfig:
     _cpu_instances(config)
     set_parameter(config, "length_buckets", ",".join(str(b) for b in BUCKETS))
     set_parameter(config, "max_length", str(MAX_LENGTH))
+    set_parameter(config, "max_text_bytes", str(MAX_TEXT_BYTES))
     return config
 
 

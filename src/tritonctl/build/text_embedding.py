@@ -68,7 +68,9 @@ def input_hash() -> str:
 
     digest = hashlib.sha256()
     here = Path(__file__).parent
-    for source in [*sorted(here.glob("text_*.py")), Path(corpus.__file__)]:
+    # text_configs.py is left out: configs are cheap and rewritten by every call (if changed).
+    sources = [p for p in sorted(here.glob("text_*.py")) if p.name != "text_configs.py"]
+    for source in [*sources, Path(corpus.__file__)]:
         digest.update(source.name.encode() + source.read_bytes())
     weights = text_export.weights_dir()
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
@@ -100,6 +102,7 @@ def build(repository: Path, *, force: bool = False) -> dict[str, Any]:
     stamp = input_hash()
     if not force and _up_to_date(repository, stamp):
         report: dict[str, Any] = json.loads(report_path().read_text())
+        write_configs(repository, with_tensorrt=bool(report.get("tensorrt", {}).get("built")))
         console.print("[green]text-embedding: up to date[/] (inputs unchanged; --force rebuilds)")
         return report
     started = time.perf_counter()
@@ -122,7 +125,7 @@ def build(repository: Path, *, force: bool = False) -> dict[str, Any]:
 def _build(repository: Path, workdir: Path) -> dict[str, Any]:
     from tritonctl.build import text_configs, text_export, text_quantize, text_tensorrt
     from tritonctl.build.text_measure import accuracy, embed, session, speed
-    from tritonctl.build.text_tokens import Batch, bucketed_batches, full_batches, load_tokenizer
+    from tritonctl.build.text_tokens import bucketed_batches, full_batches, load_tokenizer
     from tritonctl.corpus import calibration_sentences, sentences
 
     weights = text_export.weights_dir()
@@ -142,6 +145,8 @@ def _build(repository: Path, workdir: Path) -> dict[str, Any]:
 
         def step(message: str, advance: int = 0) -> None:
             bar.update(task, description=f"text-embedding: {message}", advance=advance)
+            if message.startswith(("dynamic", "smoothed (")):
+                bar.console.print(f"  INT8 {message}")
 
         step("PyTorch reference embeddings")
         model = text_export.load_model(weights)
@@ -159,13 +164,6 @@ def _build(repository: Path, workdir: Path) -> dict[str, Any]:
         step("INT8 quantization", 1)
         int8 = workdir / "int8.onnx"
 
-        def probe(indices: list[int]) -> list[Batch]:
-            subset = bucketed_batches(tokenizer, [texts[i] for i in indices])
-            return [
-                Batch([indices[i] for i in b.indices], b.input_ids, b.attention_mask)
-                for b in subset
-            ]
-
         try:
             _, attempts = text_quantize.build_int8(
                 optimized,
@@ -173,7 +171,6 @@ def _build(repository: Path, workdir: Path) -> dict[str, Any]:
                 eval_batches=batches,
                 reference=reference,
                 calibration=calibration,
-                probe_batches=probe,
                 gate=MIN_COSINE_INT8,
                 workdir=workdir,
                 step=step,
@@ -236,8 +233,7 @@ def _build(repository: Path, workdir: Path) -> dict[str, Any]:
         if plan is not None:
             _install(plan, repository / text_configs.TRT_ENCODER / "1" / "model.plan")
         _install(weights / "tokenizer.json", repository / "tokenizer" / "1" / "tokenizer.json")
-        for config in text_configs.all_configs(with_tensorrt=plan is not None):
-            save_config(config, repository / config.name)
+        write_configs(repository, with_tensorrt=plan is not None)
 
         step("drift reference profile", 1)
         served = embed(session(fp32_path, 2), batches, len(texts))
@@ -247,6 +243,19 @@ def _build(repository: Path, workdir: Path) -> dict[str, Any]:
         profile_path.write_text(json.dumps(profile) + "\n")
         step("done", STEPS - 7)
     return report
+
+
+def write_configs(repository: Path, *, with_tensorrt: bool) -> list[Path]:
+    """Write every config.pbtxt whose content changed; return those written."""
+    from tritonctl.build import text_configs
+    from tritonctl.model_config import config_text
+
+    written = []
+    for config in text_configs.all_configs(with_tensorrt=with_tensorrt):
+        path = repository / config.name / "config.pbtxt"
+        if not path.exists() or path.read_text() != config_text(config):
+            written.append(save_config(config, repository / config.name))
+    return written
 
 
 def _verification_batch(batches: list) -> Any:  # type: ignore[type-arg]

@@ -9,6 +9,7 @@ them inside the graph and clients send two tensors, not three.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def weights_dir() -> Path:
 def load_model(path: Path):  # type: ignore[no-untyped-def]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the checkpoint's unused pooler weights are expected
 
     return AutoModel.from_pretrained(str(path), add_pooling_layer=False).eval()
 
@@ -69,7 +73,8 @@ def export(model, sample: Batch, target: Path) -> Path:  # type: ignore[no-untyp
 
     axes = {0: "batch", 1: "sequence"}
     target.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             _wrapper(model),
             (torch.from_numpy(sample.input_ids), torch.from_numpy(sample.attention_mask)),

@@ -17,8 +17,10 @@ What this module does, each step measured on the evaluation corpus and kept in t
 2. dynamic quantization with per-channel weights on the ORT-fused graph (``QAttention``,
    ``DynamicQuantizeMatMul``: the fastest INT8 kernels on CPU).
 3. if the gate is still missed: a leave-one-out sensitivity analysis (each quantizable node
-   kept in FP32 in turn, scored on the hardest sentences) and greedy exclusion of the most
-   sensitive nodes until the gate holds.
+   kept in FP32 in turn, scored against FP32 on the calibration set) and greedy exclusion of
+   the most sensitive nodes until the gate holds on the evaluation corpus.
+
+α (the migration strength) is chosen among ``SMOOTH_ALPHAS`` on the calibration set too.
 """
 
 from __future__ import annotations
@@ -31,17 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from tritonctl.build.text_measure import accuracy, cosine_rows, embed, session
+from tritonctl.build.text_measure import accuracy, embed, session
 from tritonctl.build.text_tokens import Batch
 
-SMOOTH_ALPHA = 0.75
+#: migration strengths tried; the best on the calibration set is kept
+SMOOTH_ALPHAS = (0.5, 0.6, 0.75)
 #: node kinds that dynamic quantization turns into INT8 kernels here
 QUANTIZED_OPS = ("MatMul", "Attention", "EmbedLayerNormalization")
 #: the gate is checked with this margin, so that another CPU's kernels do not tip it over
 MARGIN = 0.001
 #: at most this many nodes are kept in FP32 (beyond it INT8 would lose its speed)
 MAX_EXCLUDED = 6
-PROBE_SIZE = 48
 
 
 class QuantizationError(RuntimeError):
@@ -89,9 +91,9 @@ def calibrate(path: Path, batches: Sequence[Batch]) -> dict[str, np.ndarray]:
         sess = session(probe, 2)
         peaks: dict[str, np.ndarray] = {}
         for batch in batches:
-            real = batch.attention_mask.astype(bool)  # padded positions are never used
+            # Padded positions count: run-time quantization ranges include them.
             for name, value in zip(names, sess.run(names, batch.feed), strict=True):
-                peak = np.abs(value[real]).max(axis=0)
+                peak = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
                 peaks[name] = np.maximum(peaks.get(name, peak), peak)
     return peaks
 
@@ -148,19 +150,27 @@ def quantize(
     exclude: Sequence[str] = (),
     reduce_range: bool = False,
 ) -> Path:
+    import logging
+
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        reduce_range=reduce_range,
-        nodes_to_exclude=list(exclude),
-        # Shape inference cannot type the outputs of ORT's fused contrib ops.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it warns "consider pre-processing" on every call
+    try:
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            nodes_to_exclude=list(exclude),
+            # Shape inference cannot type the outputs of ORT's fused contrib ops.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.setLevel(level)
     return target
 
 
@@ -175,17 +185,18 @@ def build_int8(
     eval_batches: Sequence[Batch],
     reference: np.ndarray,
     calibration: Sequence[Batch],
-    probe_batches: Callable[[list[int]], list[Batch]],
     gate: float,
     workdir: Path,
     step: Callable[[str], None] = lambda _: None,
 ) -> tuple[Path, list[Attempt]]:
     """Quantize ``optimized`` into ``target`` meeting ``min cosine ≥ gate``; return the attempts.
 
-    ``probe_batches(indices)`` batches a subset of the evaluation corpus (for the sensitivity
-    analysis on the hardest sentences).
+    Every choice (α, the sensitive nodes) is made on the calibration set against the FP32
+    graph; the evaluation corpus only scores the results and decides when to stop.
     """
     attempts: list[Attempt] = []
+    count = sum(len(b.indices) for b in calibration)
+    fp32_calibration = embed(session(optimized, 2), calibration, count)
 
     def attempt(technique: str, path: Path, excluded: Sequence[str] = ()) -> Attempt:
         figures = _score(path, eval_batches, reference)
@@ -194,37 +205,42 @@ def build_int8(
         step(f"{technique}: min cosine {result.min_cosine:.4f}")
         return result
 
+    def on_calibration(path: Path) -> float:
+        return _score(path, calibration, fp32_calibration)["min_cosine"]
+
     plain = quantize(optimized, workdir / "int8_per_tensor.onnx", per_channel=False)
     attempt("dynamic, per-tensor weights", plain)
     channel = quantize(optimized, workdir / "int8_per_channel.onnx", per_channel=True)
     attempt("dynamic, per-channel weights", channel)
 
-    smoothed = smooth(
-        optimized, workdir / "smoothed.onnx", calibrate(optimized, calibration), SMOOTH_ALPHA
-    )
-    best_path = quantize(smoothed, workdir / "int8_smoothed.onnx", per_channel=True)
-    best = attempt(f"smoothed (α={SMOOTH_ALPHA}) + dynamic, per-channel weights", best_path)
+    peaks = calibrate(optimized, calibration)
+    scored = []
+    for alpha in SMOOTH_ALPHAS:
+        smoothed = smooth(optimized, workdir / f"smoothed{alpha}.onnx", peaks, alpha)
+        path = quantize(smoothed, workdir / f"int8_smoothed{alpha}.onnx", per_channel=True)
+        scored.append((on_calibration(path), alpha, smoothed, path))
+        step(f"smoothing α={alpha}")
+    _, alpha, smoothed, best_path = max(scored)
+    best = attempt(f"smoothed (α={alpha}) + dynamic, per-channel weights", best_path)
     if best.min_cosine >= gate + MARGIN:
         return _keep(best_path, target), attempts
 
-    # Sensitivity: keep one node in FP32 at a time, scored on the hardest sentences.
-    cos = cosine_rows(embed(session(best_path, 2), eval_batches, len(reference)), reference)
-    hardest = sorted(np.argsort(cos)[:PROBE_SIZE].tolist())
-    probe, probe_ref = probe_batches(hardest), reference[hardest]
-    candidates = quantizable_nodes(smoothed)
+    # Sensitivity: keep one node in FP32 at a time; the node whose exclusion helps most first.
     gains = []
-    for node in candidates:
+    for node in quantizable_nodes(smoothed):
         path = quantize(smoothed, workdir / "loo.onnx", per_channel=True, exclude=[node])
-        gains.append((_score(path, probe, probe_ref)["min_cosine"], node))
+        gains.append((on_calibration(path), node))
         step(f"sensitivity: {node}")
     ranked = [node for _, node in sorted(gains, reverse=True)]
-    for count in range(1, MAX_EXCLUDED + 1):
-        excluded = ranked[:count]
+    for kept in range(1, MAX_EXCLUDED + 1):
+        excluded = ranked[:kept]
         path = quantize(
-            smoothed, workdir / f"int8_excl{count}.onnx", per_channel=True, exclude=excluded
+            smoothed, workdir / f"int8_excl{kept}.onnx", per_channel=True, exclude=excluded
         )
         result = attempt(
-            f"smoothed + per-channel, {count} most sensitive node(s) in FP32", path, excluded
+            f"smoothed (α={alpha}) + per-channel, {kept} most sensitive node(s) in FP32",
+            path,
+            excluded,
         )
         if result.min_cosine >= gate + MARGIN:
             return _keep(path, target), attempts

@@ -16,7 +16,7 @@ import numpy as np
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("infer", help="send a request to a pipeline and show the result")
     pipelines = parser.add_subparsers(dest="pipeline", metavar="PIPELINE", required=True)
     for add in PIPELINES.values():
@@ -39,7 +39,7 @@ def _url(args: argparse.Namespace) -> str:
 # --- text-embedding -------------------------------------------------------------------------
 
 
-def _register_text_embedding(pipelines: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _register_text_embedding(pipelines: argparse._SubParsersAction) -> None:
     parser = pipelines.add_parser("text-embedding", help="embed sentences; show their similarity")
     parser.add_argument("sentences", nargs="+", help="one or more sentences")
     parser.add_argument("--model", default="text_embedding", help="ensemble to call")
@@ -101,6 +101,6 @@ def _short(text: str, width: int = 50) -> str:
 
 
 #: pipeline name -> function registering its sub-command
-PIPELINES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
+PIPELINES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "text-embedding": _register_text_embedding,
 }
