@@ -16,7 +16,10 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from sklearn.datasets import load_digits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +46,13 @@ def to_uint8(levels: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(levels, dtype=np.float64) * 255 / 16).astype(np.uint8)
 
 
-def png(levels: np.ndarray) -> bytes:
+def png(levels: np.ndarray, note: str = "") -> bytes:
+    """The digit as an 8-bit PNG; a ``note`` (a text chunk) makes the bytes unique, not the image."""
+    info = PngInfo()
+    if note:
+        info.add_text("note", note)
     buffer = io.BytesIO()
-    Image.fromarray(to_uint8(levels)).save(buffer, format="PNG")
+    Image.fromarray(to_uint8(levels)).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 
@@ -172,6 +179,20 @@ def test_bad_input_raises_a_clear_image_error(name: str) -> None:
     data, phrase = BAD_INPUTS[name]
     with pytest.raises(preprocess.ImageError, match=phrase):
         preprocess.decode(data, max_pixels=4096 * 4096)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(max_size=512),
+    prefix=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"\xff\xd8\xff"]),
+)
+def test_arbitrary_bytes_give_levels_or_a_clear_image_error(data: bytes, prefix: bytes) -> None:
+    try:
+        pixels = preprocess.preprocess([prefix + data])
+    except preprocess.ImageError as error:
+        assert str(error)
+    else:
+        assert pixels.shape == (1, 1, 8, 8) and pixels.min() >= 0 and pixels.max() <= 16
 
 
 def test_bomb_is_refused_from_the_header_before_decoding() -> None:
