@@ -289,9 +289,14 @@ def read_sentences(path: Path) -> list[str]:
 
 def embed(sentences: list[str], repository: Path | None = None) -> np.ndarray:
     """Sentence embeddings ``[N, 384]`` from the text pipeline's own parts, run in process."""
-    from tritonctl.drift_text import embed_sentences
-
-    return embed_sentences(sentences, repository or paths.model_repository())
+    try:
+        from tritonctl.drift_text import embed_sentences  # type: ignore[import-not-found]
+    except ImportError:
+        raise DriftError(
+            "offline text scoring is not implemented yet (tritonctl.drift_text); "
+            "score text through the server's pooling gauges instead"
+        ) from None
+    return np.asarray(embed_sentences(sentences, repository or paths.model_repository()))
 
 
 def score_text_sample(sentences: list[str], repository: Path | None = None) -> DriftScores:

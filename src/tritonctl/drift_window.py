@@ -138,7 +138,7 @@ def softmax_max(logits):
 PSI_METRIC = "tritonctl_drift_psi"
 LOW_METRIC = "tritonctl_low_confidence_ratio"
 SAMPLES_METRIC = "tritonctl_drift_window_samples"
-_FAMILIES = {}  # one MetricFamily per name in a stub process, shared by its monitors
+_FAMILIES: dict = {}  # one MetricFamily per name in a stub process, shared by its monitors
 
 
 def load_json(path):
