@@ -290,7 +290,7 @@ def read_sentences(path: Path) -> list[str]:
 def embed(sentences: list[str], repository: Path | None = None) -> np.ndarray:
     """Sentence embeddings ``[N, 384]`` from the text pipeline's own parts, run in process."""
     try:
-        from tritonctl.drift_text import embed_sentences  # type: ignore[import-not-found]
+        from tritonctl.drift_text import embed_sentences
     except ImportError:
         raise DriftError(
             "offline text scoring is not implemented yet (tritonctl.drift_text); "
