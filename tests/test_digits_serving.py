@@ -169,6 +169,23 @@ def test_default_ensemble_serves_its_variant(
     assert (served == expected).mean() >= 0.95
 
 
+def test_one_request_may_carry_several_images(
+    triton: LocalTriton, test_set: dict[str, np.ndarray]
+) -> None:
+    images, labels = test_set["images"][:5], test_set["labels"][:5]
+    tensor = httpclient.InferInput("IMAGE", [5, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[png(image)] for image in images], dtype=np.object_))
+    client = httpclient.InferenceServerClient(triton.http_address)
+    try:
+        result = client.infer(ensemble_name("teacher"), [tensor])
+    finally:
+        client.close()
+    assert result.as_numpy("LABELS").shape == (5, TOP_K)
+    assert result.as_numpy("SCORES").shape == (5, TOP_K)
+    predicted = [int(row[0]) for row in result.as_numpy("LABELS")]
+    assert (np.array(predicted) == labels).mean() >= 0.8
+
+
 def test_bad_inputs_fail_alone_while_good_images_in_the_same_burst_succeed(
     triton: LocalTriton, test_set: dict[str, np.ndarray]
 ) -> None:

@@ -19,6 +19,7 @@ def print_table(report: dict[str, Any]) -> None:
         "nonzero",
         "MACs",
         "ONNX KiB",
+        "gzip KiB",
         "accuracy",
         "Δ pts",
         "batch-1 ms",
@@ -33,13 +34,14 @@ def print_table(report: dict[str, Any]) -> None:
             f"{row['nonzero_parameters']:,}",
             f"{row['macs']:,}",
             f"{row['onnx_bytes'] / 1024:.1f}",
+            f"{row['onnx_gzip_bytes'] / 1024:.1f}",
             f"{row['accuracy']:.2%}",
             f"{row['points_below_teacher']:+.2f}",
             f"{row['latency_ms_batch1']:.3f}",
             f"{row['throughput_batch64']:,.0f}",
         )
     # Wide enough for every column even when the output is piped (rich then assumes 80).
-    Console(file=console.file, width=max(console.width, 120), highlight=False).print(table)
+    Console(file=console.file, width=max(console.width, 132), highlight=False).print(table)
     console.print(
         f"* digit_classifier serves {report['default_variant']}: {report['default_rule']}"
     )

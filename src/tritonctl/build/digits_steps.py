@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,8 @@ def export_all(
             acc, predictions = digits_onnx.onnx_accuracy(path, data.test.x, data.test.y)
             results[variant] = {
                 "onnx_bytes": path.stat().st_size,
+                # Zeroed weights are stored dense; compressed size shows what sparsity saves.
+                "onnx_gzip_bytes": len(gzip.compress(path.read_bytes(), mtime=0)),
                 "max_abs_diff_vs_torch": diff,
                 "accuracy": acc,
                 "predictions": predictions,
@@ -151,7 +154,7 @@ def report(
         "pruned weight sparsity >= 50%": sparsity >= 0.5,
         "pruned_channels has fewer MACs": rows["pruned_channels"]["macs"] < rows["teacher"]["macs"],
     }
-    for variant in VARIANTS:
+    for variant in VARIANTS[1:]:
         gates[f"{variant} within {GATE_POINTS} points of teacher"] = (
             rows[variant]["points_below_teacher"] <= GATE_POINTS
         )
