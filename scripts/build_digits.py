@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build the digits models into model_repository/ (same as ``tritonctl build digits``).
 
-    python scripts/build_digits.py [--force]
+python scripts/build_digits.py [--force]
 """
 
 from __future__ import annotations
