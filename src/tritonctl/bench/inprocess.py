@@ -155,3 +155,68 @@ def measure_batch(
         client_cpu_cores=(time.process_time() - cpu_start) / elapsed,
         extra={"batch_size": batch_size, "grouped_by_bucket": grouped, "pad_to": pad_to},
     )
+
+
+def measure_parallel(
+    embedders: Sequence[InProcessEmbedder],
+    texts: Sequence[str],
+    batch_size: int,
+    *,
+    warmup_s: float,
+    duration_s: float,
+    name: str = "a: in-process",
+) -> Point:
+    """One thread per embedder (each its own session), all embedding batches back to back.
+
+    ONNX Runtime, the tokenizer and numpy release the GIL, so N single-threaded sessions use N
+    cores; this is how the served encoder runs with ``count: N`` instances of one thread each.
+    """
+    import threading
+
+    batches = bucketed_batches(embedders[0], texts, batch_size)
+    start_at = time.perf_counter() + warmup_s
+    end_at = start_at + duration_s
+    latencies: list[list[float]] = [[] for _ in embedders]
+    lock = threading.Lock()
+    counter = [0]
+
+    def loop(slot: int, embedder: InProcessEmbedder) -> None:
+        while True:
+            with lock:
+                index = counter[0]
+                counter[0] += 1
+            t0 = time.perf_counter()
+            if t0 >= end_at:
+                return
+            embedder.embed(batches[index % len(batches)])
+            t1 = time.perf_counter()
+            if t0 >= start_at and t1 <= end_at:
+                latencies[slot].append(t1 - t0)
+
+    threads = [
+        threading.Thread(target=loop, args=(slot, e), daemon=True)
+        for slot, e in enumerate(embedders)
+    ]
+    cpu_start = time.process_time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cpu = (time.process_time() - cpu_start) / (warmup_s + duration_s)
+    flat = [value for slot in latencies for value in slot]
+    p50, p95, p99, mean = percentiles(flat)
+    sentences = len(flat) * batch_size
+    return Point(
+        config=name,
+        concurrency=batch_size,
+        requests=sentences,
+        errors=0,
+        seconds=duration_s,
+        throughput=sentences / duration_s,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        mean_ms=mean,
+        client_cpu_cores=cpu,
+        extra={"batch_size": batch_size, "sessions": len(embedders), "threads_per_session": 1},
+    )
