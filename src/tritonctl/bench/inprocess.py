@@ -179,6 +179,7 @@ def measure_parallel(
     latencies: list[list[float]] = [[] for _ in embedders]
     lock = threading.Lock()
     counter = [0]
+    finished = [end_at for _ in embedders]
 
     def loop(slot: int, embedder: InProcessEmbedder) -> None:
         while True:
@@ -190,8 +191,9 @@ def measure_parallel(
                 return
             embedder.embed(batches[index % len(batches)])
             t1 = time.perf_counter()
-            if t0 >= start_at and t1 <= end_at:
+            if t0 >= start_at:  # started in the window: counted, even if it ends after it
                 latencies[slot].append(t1 - t0)
+                finished[slot] = t1
 
     threads = [
         threading.Thread(target=loop, args=(slot, e), daemon=True)
@@ -206,13 +208,14 @@ def measure_parallel(
     flat = [value for slot in latencies for value in slot]
     p50, p95, p99, mean = percentiles(flat)
     sentences = len(flat) * batch_size
+    elapsed = max(max(finished), end_at) - start_at
     return Point(
         config=name,
         concurrency=batch_size,
         requests=sentences,
         errors=0,
-        seconds=duration_s,
-        throughput=sentences / duration_s,
+        seconds=elapsed,
+        throughput=sentences / elapsed,
         p50_ms=p50,
         p95_ms=p95,
         p99_ms=p99,
