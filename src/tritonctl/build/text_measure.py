@@ -23,7 +23,7 @@ import numpy as np
 from tritonctl.build.text_tokens import Batch, mean_pool
 
 
-def session(path: Path | str, threads: int = 1):  # type: ignore[no-untyped-def]
+def session(path: Path | str, threads: int = 1):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -34,7 +34,7 @@ def session(path: Path | str, threads: int = 1):  # type: ignore[no-untyped-def]
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def embed(sess, batches: Sequence[Batch], count: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+def embed(sess, batches: Sequence[Batch], count: int) -> np.ndarray:
     """Pooled, normalised embeddings ``[count, 384]`` of the batched corpus."""
     out: np.ndarray | None = None
     for batch in batches:
@@ -59,7 +59,7 @@ def accuracy(embeddings: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
 
 
-def _latency_ms(sess, singles: Sequence[Batch]) -> float:  # type: ignore[no-untyped-def]
+def _latency_ms(sess, singles: Sequence[Batch]) -> float:
     times = []
     for batch in singles:
         start = time.perf_counter()
@@ -68,7 +68,7 @@ def _latency_ms(sess, singles: Sequence[Batch]) -> float:  # type: ignore[no-unt
     return statistics.median(times) * 1000.0
 
 
-def _throughput_cpu(sess, batches: Sequence[Batch]) -> float:  # type: ignore[no-untyped-def]
+def _throughput_cpu(sess, batches: Sequence[Batch]) -> float:
     start, items = time.thread_time(), 0
     for batch in batches:
         sess.run(None, batch.feed)
@@ -76,7 +76,7 @@ def _throughput_cpu(sess, batches: Sequence[Batch]) -> float:  # type: ignore[no
     return items / max(time.thread_time() - start, 1e-9)
 
 
-def _throughput_wall(sess, batches: Sequence[Batch]) -> float:  # type: ignore[no-untyped-def]
+def _throughput_wall(sess, batches: Sequence[Batch]) -> float:
     start, items = time.perf_counter(), 0
     for batch in batches:
         sess.run(None, batch.feed)

@@ -23,7 +23,7 @@ def bucket_for(length: int) -> int:
     return next((b for b in BUCKETS if b >= length), BUCKETS[-1])
 
 
-def load_tokenizer(path: Path):  # type: ignore[no-untyped-def]
+def load_tokenizer(path: Path):
     """The fast tokenizer from ``tokenizer.json``, truncating at ``MAX_LENGTH``, unpadded.
 
     The shipped file pads and truncates to 128 on its own; both are replaced here.
@@ -49,7 +49,7 @@ class Batch:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
 
 
-def encode(tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+def encode(tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Token ids and mask for ``texts``, padded to the bucket of the longest one."""
     encodings = tokenizer.encode_batch(list(texts))
     width = bucket_for(max((len(e.ids) for e in encodings), default=1))
@@ -61,7 +61,7 @@ def encode(tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:  #
     return ids, mask
 
 
-def bucketed_batches(tokenizer, texts: Sequence[str], batch_size: int = 32) -> list[Batch]:  # type: ignore[no-untyped-def]
+def bucketed_batches(tokenizer, texts: Sequence[str], batch_size: int = 32) -> list[Batch]:
     """``texts`` grouped by bucket and cut into batches, as the dynamic batcher would form them."""
     lengths = [len(e.ids) for e in tokenizer.encode_batch(list(texts))]
     groups: dict[int, list[int]] = {}
