@@ -81,6 +81,8 @@ def stage_repository(
         if edit is not None:
             edit(config)
         save_config(config, folder)
+        if config.platform == "ensemble" and not any(p.name.isdigit() for p in folder.iterdir()):
+            (folder / "1").mkdir()  # Triton needs a version folder, even an empty one
     return target
 
 
