@@ -126,14 +126,14 @@ def default_knobs(configs: Mapping[str, ModelConfig], ensemble_batch: int = 0) -
     for name in onnx:
         config = configs[name]
         if config.max_batch_size > 0 and config.HasField("dynamic_batching"):
-            knobs.append(
-                Knob(f"{name}.max_queue_delay_us", (0, 500, 1000, 2000, 4000, 8000), "queue delay")
-            )
-            knobs.append(Knob(f"{name}.preferred_batch_size", (0, 4, 8, 16, 32), "preferred"))
+            knobs.append(Knob(f"{name}.max_queue_delay_us", (0, 1000, 2000, 5000), "queue delay"))
+            knobs.append(Knob(f"{name}.preferred_batch_size", (0, 8, 16, 32), "preferred"))
             sizes = tuple(s for s in (16, 32, 64) if s >= ensemble_batch)
             knobs.append(Knob(f"{name}.max_batch_size", sizes or (ensemble_batch,), "max batch"))
         knobs.append(Knob(f"{name}.instances", (1, 2), "ONNX instances"))
         knobs.append(Knob(f"{name}.intra_op_threads", (1, 2), "ORT intra-op threads"))
     for name in python:
+        if configs[name].max_batch_size > 0 and configs[name].HasField("dynamic_batching"):
+            knobs.append(Knob(f"{name}.max_queue_delay_us", (0, 500, 2000), "queue delay"))
         knobs.append(Knob(f"{name}.instances", (1, 2), "Python instances"))
     return knobs
