@@ -181,7 +181,8 @@ def test_bad_input_fails_only_its_own_request(triton: LocalTriton, reference) ->
 
 
 def test_an_empty_batch_is_refused_clearly(triton: LocalTriton) -> None:
-    with pytest.raises(InferenceError, match=r"(?i)empty|batch.size|0"):
+    # Triton itself refuses a zero-item batch before any model runs (the tokenizer would too).
+    with pytest.raises(InferenceError, match=r"expected 1 string elements .*'TEXT'.* got 0"):
         tensor = grpcclient.InferInput("TEXT", [0, 1], "BYTES")
         tensor.set_data_from_numpy(np.zeros((0, 1), dtype=np.object_))
         from tritonctl.client import infer
@@ -211,7 +212,6 @@ def test_cli_infer_reports_a_server_error(triton: LocalTriton, capsys) -> None: 
 
 def test_example_script_runs(triton: LocalTriton) -> None:
     import runpy
-    import sys
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "example_client.py"
     module = runpy.run_path(str(path))
@@ -226,4 +226,3 @@ def test_example_script_runs(triton: LocalTriton) -> None:
         http.close()
         grpc.close()
     assert a.shape == (1, 384) and np.allclose(a, b, atol=1e-6)
-    assert "example_client" in path.name and sys.executable

@@ -33,13 +33,14 @@ class TritonPythonModel:
         return [
             pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("EMBEDDING", chunk)])
             if ok
-            else pb_utils.InferenceResponse(error=pb_utils.TritonError(_NOT_FINITE, _INVALID))
+            else pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(_NOT_FINITE, pb_utils.TritonError.INVALID_ARG)
+            )
             for chunk, ok in zip(np.split(pooled, bounds), finite, strict=True)
         ]
 
 
 _NOT_FINITE = "input 'last_hidden_state' holds NaN or Inf: values must be finite"
-_INVALID = pb_utils.TritonError.INVALID_ARG
 
 
 def _pad(array, width):

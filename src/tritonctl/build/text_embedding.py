@@ -274,6 +274,8 @@ def write_configs(repository: Path, *, with_tensorrt: bool) -> list[Path]:
 
     written = []
     for config in text_configs.all_configs(with_tensorrt=with_tensorrt):
+        # Triton loads a model only with a version folder, even an ensemble (which has no files).
+        (repository / config.name / "1").mkdir(parents=True, exist_ok=True)
         path = repository / config.name / "config.pbtxt"
         if not path.exists() or path.read_text() != config_text(config):
             written.append(save_config(config, repository / config.name))

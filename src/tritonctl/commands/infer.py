@@ -54,7 +54,7 @@ def run_text_embedding(args: argparse.Namespace) -> int:
     try:
         vectors = embed(args.sentences, _url(args), protocol=args.protocol, model=args.model)
     except (InferenceError, ConnectionError, OSError) as error:
-        err_console.print(f"[red]✗[/] {error}")
+        err_console.print(f"[red]✗[/] {error}", soft_wrap=True)
         return 1
     show_embeddings(args.sentences, vectors)
     return 0
