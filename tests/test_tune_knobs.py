@@ -103,3 +103,21 @@ def test_staged_copy_without_batching_or_cache(tmp_path: Path) -> None:
     assert not double.HasField("dynamic_batching") and not double.HasField("response_cache")
     assert (staged / "double" / "1" / "model.onnx").is_symlink()
     assert load_config(repo / "double").HasField("dynamic_batching")  # the source is untouched
+
+
+def test_unchanged_knobs_keep_settings_they_read_only_in_part(tmp_path: Path) -> None:
+    repo = _with_ensemble(tmp_path / "repo")
+    double = load_config(repo / "double")
+    double.dynamic_batching.preferred_batch_size.extend([8, 16])
+    save_config(double, repo / "double")
+    configs = {"double": load_config(repo / "double")}
+    space = [k for k in knobs.default_knobs(configs) if k.name.startswith("double.")]
+    start = knobs.current(configs, space)
+    assert start["double.preferred_batch_size"] == 8
+    same = knobs.apply(configs, start, base=start)["double"]
+    assert list(same.dynamic_batching.preferred_batch_size) == [8, 16]
+    diffs, _ = write_configs(repo, configs, start, apply=False, base=start)
+    assert diffs == {}
+    moved = knobs.apply(configs, {**start, "double.instances": 2}, base=start)["double"]
+    assert list(moved.dynamic_batching.preferred_batch_size) == [8, 16]
+    assert moved.instance_group[0].count == 2

@@ -87,14 +87,23 @@ def split(name: str) -> tuple[str, str]:
     return model, setting
 
 
-def apply(configs: Mapping[str, ModelConfig], candidate: Candidate) -> dict[str, ModelConfig]:
-    """Copies of ``configs`` with the candidate's knob values written in."""
+def apply(
+    configs: Mapping[str, ModelConfig], candidate: Candidate, base: Candidate | None = None
+) -> dict[str, ModelConfig]:
+    """Copies of ``configs`` with the candidate's knob values written in.
+
+    With ``base`` (the values read from ``configs``), only knobs whose value differs are
+    written: a setting the knob reads only in part (a list of preferred batch sizes, of which
+    the knob sees the first) is kept exactly as it was unless the search changed it.
+    """
     out: dict[str, ModelConfig] = {}
     for name, config in configs.items():
         copy = ModelConfig()
         copy.CopyFrom(config)
         out[name] = copy
     for knob, value in candidate.items():
+        if base is not None and base.get(knob) == value:
+            continue
         model, setting = split(knob)
         write(out[model], setting, value)
     # A preferred batch size above the max batch size is invalid: clamp it.

@@ -33,6 +33,7 @@ class TritonTrials:
         configs: Mapping[str, ModelConfig],
         texts: Sequence[str],
         *,
+        start: Candidate,
         concurrency: int,
         warmup_s: float,
         duration_s: float,
@@ -40,6 +41,7 @@ class TritonTrials:
     ) -> None:
         self.repository, self.workdir, self.entry_model = repository, workdir, entry_model
         self.configs = dict(configs)
+        self.start = dict(start)
         self.texts = texts
         self.concurrency, self.warmup_s, self.duration_s = concurrency, warmup_s, duration_s
         self.protocol = protocol
@@ -70,7 +72,7 @@ class TritonTrials:
         import tritonclient.http as httpclient
 
         assert self.server is not None
-        edited = knob_edits.apply(self.configs, candidate)
+        edited = knob_edits.apply(self.configs, candidate, base=self.start)
         for config in edited.values():
             without_response_cache(config)
         changed = [n for n, c in edited.items() if config_text(c) != self._loaded.get(n)]
