@@ -24,7 +24,7 @@ def recipe(name: str) -> Callable[..., dict[str, Any]]:
     if name not in RECIPES:
         raise KeyError(f"unknown recipe '{name}'; choose from {', '.join(RECIPES)}")
     module = importlib.import_module(f"tritonctl.build.{RECIPES[name]}")
-    return module.build  # type: ignore[no-any-return]
+    return module.build
 
 
 def build(name: str, repository: Path, *, force: bool = False) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from tritonctl import paths
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     from tritonctl.build import RECIPES
 
     parser = subparsers.add_parser("build", help="convert models into model_repository/")

@@ -8,7 +8,7 @@ from pathlib import Path
 from tritonctl import paths
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("check", help="check every config.pbtxt and model file")
     parser.add_argument("--model-repository", type=Path, default=None)
     parser.set_defaults(func=run)

@@ -8,7 +8,7 @@ from pathlib import Path
 from tritonctl import paths
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="serve the model repository with the real tritonserver"
     )
