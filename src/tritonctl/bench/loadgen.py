@@ -315,6 +315,11 @@ class TritonGrpcShmTarget(TritonGrpcTarget):
     def __init__(self, address: str, model: str, *, output_bytes: int = 384 * 4, **kw: Any) -> None:
         super().__init__(address, model, **kw)
         self.name = kw.get("name") or f"{model} (grpc+shm)"
+        # gRPC carries the restricted-API key as metadata "triton-grpc-protocol-<header>".
+        prefix = "triton-grpc-protocol-"
+        self.headers = {
+            (k if k.startswith(prefix) else prefix + k): v for k, v in self.headers.items()
+        }
         self.output_bytes = output_bytes
         self._region = f"tritonctl_bench_{os.getpid()}"
         self._handle: Any = None
@@ -340,9 +345,13 @@ class TritonGrpcShmTarget(TritonGrpcTarget):
     async def close(self) -> None:
         import tritonclient.utils.shared_memory as shm
 
-        if self._client is not None:
-            await self._client.unregister_system_shared_memory(self._region, headers=self.headers)
-        if self._handle is not None:
-            shm.destroy_shared_memory_region(self._handle)
-            self._handle = None
-        await super().close()
+        try:
+            if self._client is not None and self._handle is not None:
+                await self._client.unregister_system_shared_memory(
+                    self._region, headers=self.headers
+                )
+        finally:
+            if self._handle is not None:
+                shm.destroy_shared_memory_region(self._handle)
+                self._handle = None
+            await super().close()

@@ -350,11 +350,6 @@ def run_triton(
             )
 
 
-def grpc_admin_headers(server: LocalTriton) -> dict[str, str]:
-    """gRPC carries the restricted-API key as metadata ``triton-grpc-protocol-<header>``."""
-    return {f"triton-grpc-protocol-{k}": v for k, v in server.admin_headers.items()}
-
-
 def run_probes(
     result: BenchResult,
     server: LocalTriton,
@@ -370,7 +365,7 @@ def run_probes(
         ("http", TritonHttpTarget(server.http_address, ENSEMBLE)),
         (
             "grpc + system shared memory output",
-            TritonGrpcShmTarget(server.grpc_address, ENSEMBLE, headers=grpc_admin_headers(server)),
+            TritonGrpcShmTarget(server.grpc_address, ENSEMBLE, headers=server.admin_headers),
         ),
     ]
     for label, target in targets:
