@@ -23,6 +23,7 @@ try:
 except ImportError:
     drift_window = None
 
+NOT_FINITE = "input 'LOGITS' holds NaN or Inf: logits must be finite"
 CLASSES = np.array([str(d).encode() for d in range(10)], dtype=object)
 
 
@@ -73,14 +74,26 @@ class TritonPythonModel:
     def execute(self, requests):
         arrays = [pb_utils.get_input_tensor_by_name(r, "LOGITS").as_numpy() for r in requests]
         logits = np.concatenate(arrays)
-        labels, scores = top_k(logits, self.k)
-        if self.drift is not None:
-            predicted = drift_window.bin_counts(logits.argmax(axis=1), self.class_edges)
-            self.drift.observe(predicted, low=scores[:, 0] < self.low_confidence)
         offsets = np.cumsum([len(a) for a in arrays])[:-1]
+        # One isfinite over the whole batch; a request holding NaN/Inf fails alone, and is
+        # kept out of the softmax and of the drift window.
+        finite_rows = np.isfinite(logits).all(axis=1)
+        finite = [bool(rows.all()) for rows in np.split(finite_rows, offsets)]
+        logits = np.where(finite_rows[:, None], logits, 0.0)
+        labels, scores = top_k(logits, self.k)
+        if self.drift is not None and finite_rows.any():
+            kept = logits[finite_rows]
+            predicted = drift_window.bin_counts(kept.argmax(axis=1), self.class_edges)
+            self.drift.observe(predicted, low=scores[finite_rows, 0] < self.low_confidence)
         return [
             pb_utils.InferenceResponse(
                 output_tensors=[pb_utils.Tensor("LABELS", lab), pb_utils.Tensor("SCORES", sco)]
             )
-            for lab, sco in zip(np.split(labels, offsets), np.split(scores, offsets), strict=True)
+            if ok
+            else pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(NOT_FINITE, pb_utils.TritonError.INVALID_ARG)
+            )
+            for lab, sco, ok in zip(
+                np.split(labels, offsets), np.split(scores, offsets), finite, strict=True
+            )
         ]
