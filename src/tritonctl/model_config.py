@@ -90,3 +90,14 @@ def output(name: str, dtype: int, dims: list[int]) -> mc.ModelOutput:
 
 def set_parameter(config: mc.ModelConfig, key: str, value: str) -> None:
     config.parameters[key].string_value = value
+
+
+def set_queue_policy(config: mc.ModelConfig, *, timeout_us: int, max_queue_size: int) -> None:
+    """Bound the dynamic batcher's queue: reject a request that waited ``timeout_us`` or found
+    ``max_queue_size`` requests ahead of it (gRPC ``UNAVAILABLE``, retryable elsewhere) instead of
+    queuing it forever; clients may ask for a shorter timeout. See SECURITY.md, "Overload"."""
+    policy = config.dynamic_batching.default_queue_policy
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = timeout_us
+    policy.allow_timeout_override = True
+    policy.max_queue_size = max_queue_size
