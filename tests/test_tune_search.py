@@ -77,3 +77,36 @@ def test_max_trials_caps_the_runs_and_min_gain_ignores_noise() -> None:
     b = coordinate_descent(KNOBS[:1], start, lambda c: (noisy, {}), Objectives(), max_trials=1).best
     assert not better(b, a, min_gain=0.03)
     assert better(b, a, min_gain=0.0)
+
+
+def test_paired_measurement_cancels_drift() -> None:
+    """Load from other processes slows every run a little more than the last: judged against the
+    baseline measured minutes earlier, the helpful knob looks useless; paired with a fresh
+    measurement of the incumbent, the search finds it."""
+    clock = [0]
+
+    def drifting(candidate: dict[str, Any]) -> Figures:
+        clock[0] += 1
+        slowdown = 1.0 + clock[0] * 0.1
+        gain = 1.3 if candidate["m.instances"] == 2 else 1.0
+        return Figures(1000, 0, 100.0 * gain / slowdown, 10.0, 20.0, 30.0)
+
+    start = {"m.useless": 0, "m.instances": 1}
+    knobs = [Knob("m.useless", (0, 1, 2)), Knob("m.instances", (1, 2))]
+    unpaired = coordinate_descent(
+        knobs, start, lambda c: (drifting(c), {}), Objectives(), min_gain=0.1, max_passes=1
+    )
+    assert unpaired.best.candidate == start  # fooled by the drift
+
+    clock[0] = 0
+    paired = coordinate_descent(
+        knobs,
+        start,
+        lambda c: (drifting(c), {}),
+        Objectives(),
+        min_gain=0.1,
+        max_passes=1,
+        measure_pair=lambda inc, cand: (drifting(inc), drifting(cand), {}),
+    )
+    assert paired.best.candidate == {"m.useless": 0, "m.instances": 2}
+    assert paired.best.extra["incumbent"] == 0 and paired.best.extra["paired_ratio"] > 1.1

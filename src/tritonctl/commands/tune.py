@@ -21,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--passes", type=int, default=2, help="coordinate-descent passes")
     parser.add_argument("--concurrency", type=int, default=None, help="default: the SLO's users")
     parser.add_argument("--dry-run", action="store_true", help="report, but do not write configs")
+    parser.add_argument(
+        "--unpaired",
+        action="store_true",
+        help="one server, no fresh incumbent before each candidate (less robust to noise)",
+    )
     parser.add_argument("--model-repository", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="report folder (reports/tune)")
     parser.set_defaults(func=run)
@@ -49,13 +54,16 @@ def run(args: argparse.Namespace) -> int:
         max_passes=args.passes,
         apply=not args.dry_run,
         concurrency=args.concurrency,
+        paired=not args.unpaired,
     )
 
     def on_trial(trial: Trial) -> None:
         f = trial.figures
         verdict = "[green]meets[/]" if trial.meets_slo else "[red]misses[/]"
+        pair = trial.extra.get("paired_ratio")
+        against = f" ({pair:.2f}x run {trial.extra['incumbent']} just before)" if pair else ""
         console.print(
-            f"  run {trial.index}: {f.rps:.1f}/s p50 {f.p50_ms:.1f} p95 {f.p95_ms:.1f}"
+            f"  run {trial.index}: {f.rps:.1f}/s{against} p50 {f.p50_ms:.1f} p95 {f.p95_ms:.1f}"
             f" p99 {f.p99_ms:.1f} ms {verdict}  {trial.candidate}",
             soft_wrap=True,
         )

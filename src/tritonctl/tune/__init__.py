@@ -46,6 +46,7 @@ class TuneOptions:
     min_gain: float = 0.10  # the shared 2-core machine swings more than 3% between runs
     confirm_rounds: int = 2
     apply: bool = True
+    paired: bool = True  # measure the incumbent right before each candidate (two servers)
     concurrency: int | None = None  # default: the SLO profile's users
     knobs: list[Knob] | None = None  # default: knobs.default_knobs
 
@@ -77,22 +78,22 @@ def targets(repository: Path, model: str, profile: SloProfile) -> tuple[str, lis
 
 
 def confirm(
-    measure: Callable[[Candidate], Any],
+    measure_pair: Callable[[Candidate, Candidate], Any],
     baseline: Trial,
     best: Trial,
     profile: SloProfile,
     rounds: int,
 ) -> tuple[Candidate, dict[str, Any]]:
-    """Re-measure baseline and winner alternately; keep the winner only if it still wins."""
+    """Re-measure baseline and winner as pairs; keep the winner only if it still wins."""
     from tritonctl.loadtest.slo import evaluate
 
     if best is baseline or rounds <= 0:
         return baseline.candidate, {"rounds": 0, "kept": "baseline" if best is baseline else "best"}
     runs: dict[str, list[Any]] = {"baseline": [], "best": []}
     for _ in range(rounds):
-        for label, trial in (("baseline", baseline), ("best", best)):
-            figures, _ = measure(trial.candidate)
-            runs[label].append(figures)
+        before, after, _ = measure_pair(baseline.candidate, best.candidate)
+        runs["baseline"].append(before)
+        runs["best"].append(after)
     base_rps = mean(f.rps for f in runs["baseline"])
     best_rps = mean(f.rps for f in runs["best"])
     best_ok = all(all(r.passed for r in evaluate(profile.objectives, f)) for f in runs["best"])
@@ -159,6 +160,7 @@ def tune(options: TuneOptions, on_trial: Callable[[Trial], None] | None = None) 
             warmup_s=options.warmup_s,
             duration_s=options.duration_s,
             protocol=profile.protocol,
+            paired=options.paired,
         )
         with trials:
             search = coordinate_descent(
@@ -170,9 +172,10 @@ def tune(options: TuneOptions, on_trial: Callable[[Trial], None] | None = None) 
                 max_trials=options.max_trials,
                 min_gain=options.min_gain,
                 on_trial=on_trial,
+                measure_pair=trials.measure_pair if options.paired else None,
             )
             chosen, confirmation = confirm(
-                trials.measure, search.baseline, search.best, profile, options.confirm_rounds
+                trials.measure_pair, search.baseline, search.best, profile, options.confirm_rounds
             )
     diffs, written = write_configs(options.repository, configs, chosen, options.apply, base=start)
 
@@ -187,6 +190,7 @@ def tune(options: TuneOptions, on_trial: Callable[[Trial], None] | None = None) 
         "concurrency": concurrency,
         "protocol": profile.protocol,
         "window_s": {"warmup": options.warmup_s, "measured": options.duration_s},
+        "paired": options.paired,
         "knobs": {k.name: list(k.values) for k in knobs},
         "full_grid_runs": grid_size(knobs),
         "runs": len(search.trials),

@@ -22,8 +22,20 @@ from tritonctl.tune import knobs as knob_edits
 from tritonctl.tune.search import Candidate
 
 
+class _Slot:
+    """One server over its own staged copy, and what is loaded in it."""
+
+    def __init__(self, server: LocalTriton, staged: Path, loaded: dict[str, str]) -> None:
+        self.server, self.staged, self.loaded = server, staged, loaded
+        self.candidate: Candidate | None = None
+
+
 class TritonTrials:
-    """Runs candidates against one server; use as a context manager."""
+    """Runs candidates against real servers; use as a context manager.
+
+    With ``paired`` it keeps two servers: the incumbent stays loaded in one while candidates are
+    loaded into the other, so ``measure_pair`` measures both back to back without reloading.
+    """
 
     def __init__(
         self,
@@ -38,6 +50,7 @@ class TritonTrials:
         warmup_s: float,
         duration_s: float,
         protocol: str = "grpc",
+        paired: bool = True,
     ) -> None:
         self.repository, self.workdir, self.entry_model = repository, workdir, entry_model
         self.configs = dict(configs)
@@ -45,60 +58,86 @@ class TritonTrials:
         self.texts = texts
         self.concurrency, self.warmup_s, self.duration_s = concurrency, warmup_s, duration_s
         self.protocol = protocol
-        self.server: LocalTriton | None = None
-        self._loaded: dict[str, str] = {}
+        self.paired = paired
+        self.slots: list[_Slot] = []
 
     def __enter__(self) -> TritonTrials:
-        staged = stage_repository(
-            self.repository, self.workdir, [self.entry_model], edit=without_response_cache
-        )
-        self.staged = staged
-        self.server = LocalTriton(staged, models=[self.entry_model], cache_size=0, exit_timeout=5)
-        self.server.start()
-        for name in self.configs:
-            self._loaded[name] = self._staged_text(name)
+        try:
+            for index in range(2 if self.paired else 1):
+                staged = stage_repository(
+                    self.repository,
+                    self.workdir / f"slot{index}",
+                    [self.entry_model],
+                    edit=without_response_cache,
+                )
+                server = LocalTriton(
+                    staged, models=[self.entry_model], cache_size=0, exit_timeout=5
+                )
+                server.start()
+                loaded = {n: (staged / n / "config.pbtxt").read_text() for n in self.configs}
+                self.slots.append(_Slot(server, staged, loaded))
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        for slot in self.slots:
+            slot.server.stop()
+        self.slots = []
 
-    def _staged_text(self, name: str) -> str:
-        return (self.staged / name / "config.pbtxt").read_text()
-
-    def load(self, candidate: Candidate) -> list[str]:
+    def load(self, slot: _Slot, candidate: Candidate) -> list[str]:
         """Write the candidate's configs and reload the models whose config changed."""
         import tritonclient.http as httpclient
 
-        assert self.server is not None
         edited = knob_edits.apply(self.configs, candidate, base=self.start)
         for config in edited.values():
             without_response_cache(config)
-        changed = [n for n, c in edited.items() if config_text(c) != self._loaded.get(n)]
+        changed = [n for n, c in edited.items() if config_text(c) != slot.loaded.get(n)]
+        slot.candidate = dict(candidate)
         if not changed:
             return []
         for name in changed:
-            save_config(edited[name], self.staged / name)
-        client = httpclient.InferenceServerClient(self.server.http_address, network_timeout=300)
+            save_config(edited[name], slot.staged / name)
+        server = slot.server
+        client = httpclient.InferenceServerClient(server.http_address, network_timeout=300)
         try:
             for name in changed:
-                client.load_model(name, headers=self.server.admin_headers)
-                self._loaded[name] = config_text(edited[name])
+                client.load_model(name, headers=server.admin_headers)
+                slot.loaded[name] = config_text(edited[name])
             # Reloading a step may unload the ensemble that uses it: load it (a no-op if ready).
-            client.load_model(self.entry_model, headers=self.server.admin_headers)
+            client.load_model(self.entry_model, headers=server.admin_headers)
         finally:
             client.close()
         return changed
 
     def measure(self, candidate: Candidate) -> tuple[Figures, dict[str, Any]]:
-        assert self.server is not None
-        changed = self.load(candidate)
+        """Measure ``candidate`` on the first server."""
+        return self._measure_on(self.slots[0], candidate)
+
+    def measure_pair(
+        self, incumbent: Candidate, candidate: Candidate
+    ) -> tuple[Figures, Figures, dict[str, Any]]:
+        """The incumbent, then the candidate, back to back on the two servers."""
+        if not self.paired:
+            before, _ = self.measure(incumbent)
+            after, extra = self.measure(candidate)
+            return before, after, extra
+        home = next((s for s in self.slots if s.candidate == incumbent), self.slots[0])
+        other = self.slots[1] if home is self.slots[0] else self.slots[0]
+        changed = self.load(other, candidate)  # first: reloading costs CPU the runs must not see
+        before, _ = self._measure_on(home, incumbent)
+        after, extra = self._measure_on(other, candidate)
+        return before, after, {**extra, "reloaded": changed}
+
+    def _measure_on(self, slot: _Slot, candidate: Candidate) -> tuple[Figures, dict[str, Any]]:
+        changed = self.load(slot, candidate)
+        server = slot.server
         if self.protocol == "http":
-            target: Any = TritonHttpTarget(self.server.http_address, self.entry_model)
+            target: Any = TritonHttpTarget(server.http_address, self.entry_model)
         else:
-            target = TritonGrpcTarget(self.server.grpc_address, self.entry_model)
-        window = StatsWindow(self.server.metrics_url)
+            target = TritonGrpcTarget(server.grpc_address, self.entry_model)
+        window = StatsWindow(server.metrics_url)
         point = run_point(
             target,
             self.texts,

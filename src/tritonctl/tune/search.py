@@ -70,6 +70,7 @@ class Trial:
 
 
 Measure = Callable[[Candidate], tuple[Figures, dict[str, Any]]]
+MeasurePair = Callable[[Candidate, Candidate], tuple[Figures, Figures, dict[str, Any]]]
 
 
 def _key(candidate: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -102,26 +103,44 @@ def coordinate_descent(
     max_trials: int | None = None,
     min_gain: float = 0.0,
     on_trial: Callable[[Trial], None] | None = None,
+    measure_pair: MeasurePair | None = None,
 ) -> SearchResult:
     """Improve ``start`` one knob at a time; ``measure`` runs a candidate and returns its figures.
 
     Candidates already measured are not measured again. ``max_trials`` caps the runs.
     ``min_gain`` (e.g. 0.03) is the relative throughput a candidate must add to replace the best
     one when both meet the SLO: on a noisy machine it keeps the search from chasing noise.
+
+    ``measure_pair(incumbent, candidate)``, when given, measures the best configuration so far
+    right before each candidate, and the candidate is judged against that fresh figure rather
+    than one taken minutes earlier: load from other processes drifts, and a paired comparison
+    cancels most of the drift.
     """
     trials: list[Trial] = []
     seen: dict[tuple[tuple[str, Any], ...], Trial] = {}
+    fresh: dict[int, Trial] = {}  # trial index -> the incumbent as measured just before it
 
-    def run(candidate: Candidate) -> Trial | None:
+    def run(candidate: Candidate, incumbent: Trial | None = None) -> Trial | None:
         key = _key(candidate)
         if key in seen:
             return seen[key]
         if max_trials is not None and len(trials) >= max_trials:
             return None
-        figures, extra = measure(dict(candidate))
+        if measure_pair is not None and incumbent is not None:
+            before, figures, extra = measure_pair(dict(incumbent.candidate), dict(candidate))
+            extra = {**extra, "incumbent": incumbent.index, "incumbent_rps": round(before.rps, 2)}
+            if before.rps > 0:
+                extra["paired_ratio"] = round(figures.rps / before.rps, 3)
+        else:
+            figures, extra = measure(dict(candidate))
+            before = None
         trial = Trial(len(trials), dict(candidate), figures, evaluate(objectives, figures), extra)
         trials.append(trial)
         seen[key] = trial
+        if before is not None and incumbent is not None:
+            fresh[trial.index] = Trial(
+                incumbent.index, incumbent.candidate, before, evaluate(objectives, before)
+            )
         if on_trial is not None:
             on_trial(trial)
         return trial
@@ -137,10 +156,13 @@ def coordinate_descent(
             for value in knob.values:
                 if best.candidate.get(knob.name) == value:
                     continue
-                trial = run({**best.candidate, knob.name: value})
+                first_new = len(trials)
+                trial = run({**best.candidate, knob.name: value}, best)
                 if trial is None:
                     break
-                if better(trial, best, min_gain):
+                # A fresh pair is judged on its pair; a cached trial against the stored best.
+                reference = fresh.get(trial.index, best) if trial.index >= first_new else best
+                if better(trial, reference, min_gain):
                     best, changed = trial, True
         if not changed or (max_trials is not None and len(trials) >= max_trials):
             break
