@@ -17,11 +17,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from tests.tiny_repository import make_tiny_repository
-from tritonctl.model_config import load_config, save_config
+from tritonctl.model_config import load_config, save_config, set_queue_policy
 from tritonctl.retry import RetryPolicy, call_with_retry, is_retryable
 from tritonctl.server import LocalTriton
 
@@ -33,14 +32,6 @@ RATE = 2 / DELAY_S  # twice what one instance can serve
 TIMEOUT_US = 300_000
 
 
-def add_queue_policy(config: mc.ModelConfig, *, max_queue: int, timeout_us: int) -> None:
-    policy = config.dynamic_batching.default_queue_policy
-    policy.max_queue_size = max_queue
-    policy.default_timeout_microseconds = timeout_us
-    policy.timeout_action = mc.ModelQueuePolicy.REJECT
-    policy.allow_timeout_override = True
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
     repo = make_tiny_repository(
@@ -48,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
     )
     config = load_config(repo / "add_one")
     config.max_batch_size = 1
-    add_queue_policy(config, max_queue=MAX_QUEUE, timeout_us=TIMEOUT_US)
+    set_queue_policy(config, timeout_us=TIMEOUT_US, max_queue_size=MAX_QUEUE)
     save_config(config, repo / "add_one")
     with LocalTriton(repo, models=["add_one"], exit_timeout=5) as triton:
         yield triton
@@ -132,3 +123,29 @@ def test_retry_gets_through_after_a_rejection(server: LocalTriton) -> None:
     for request in burst:
         request.cancel()
     client.close()
+
+
+#: BLS routers written by the adaptive recipe (their own queue pressure logic; see SECURITY.md).
+ROUTERS = frozenset({"text_embedding_adaptive", "digit_classifier_adaptive"})
+
+
+def test_pipeline_models_carry_a_queue_policy() -> None:
+    """Every non-ensemble model the recipes write bounds its queue (timeout REJECT + cap)."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from tritonctl.paths import model_repository
+
+    checked = []
+    for path in sorted(model_repository().glob("*/config.pbtxt")):
+        config = load_config(path)
+        if config.platform == "ensemble" or config.name in ROUTERS:
+            continue
+        policy = config.dynamic_batching.default_queue_policy
+        assert config.HasField("dynamic_batching"), path
+        assert policy.timeout_action == mc.ModelQueuePolicy.REJECT, path
+        assert policy.default_timeout_microseconds > 0 and policy.allow_timeout_override, path
+        assert policy.max_queue_size > 0, path
+        checked.append(config.name)
+    assert {"tokenizer", "text_encoder", "pooling", "image_preprocess", "digits_student"} <= set(
+        checked
+    )

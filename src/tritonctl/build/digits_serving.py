@@ -3,6 +3,12 @@
 Pipeline: ``IMAGE`` (encoded bytes) → ``image_preprocess`` → ``PIXELS`` [1, 8, 8] on the 0–16
 scale → ``digits_<variant>`` (ONNX, ``INPUT`` → ``LOGITS`` [10]) → ``classify_postprocess`` →
 top-k ``LABELS`` (BYTES, e.g. ``b"7"``) and ``SCORES`` (FP32 softmax probabilities).
+
+Every batching step carries a queue policy (see SECURITY.md, "Overload"): a request that waited
+``QUEUE_TIMEOUT_US`` in a step's queue is rejected with ``UNAVAILABLE`` (retryable) rather than
+queued on. 500 ms is about 4x the SLO's p99 objective (``loadtests/slo/digit_classifier.yaml``,
+120 ms; measured p99 14-24 ms), so neighbours' noise on a shared 2-core machine does not hit it;
+``MAX_QUEUE`` (4 full batches) only guards memory.
 """
 
 from __future__ import annotations
@@ -11,11 +17,20 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonctl.model_config import ModelConfig, output, save_config, set_parameter, tensor
+from tritonctl.model_config import (
+    ModelConfig,
+    output,
+    save_config,
+    set_parameter,
+    set_queue_policy,
+    tensor,
+)
 
 MAX_BATCH = 64
 TOP_K = 3
 QUEUE_DELAY_US = 200
+QUEUE_TIMEOUT_US = 500_000
+MAX_QUEUE = 4 * MAX_BATCH
 PREPROCESS, POSTPROCESS = "image_preprocess", "classify_postprocess"
 VARIANTS = ["teacher", "student", "pruned", "pruned_channels", "int8"]
 
@@ -32,6 +47,7 @@ def _batching(config: ModelConfig, preferred: list[int]) -> None:
     config.max_batch_size = MAX_BATCH
     config.dynamic_batching.preferred_batch_size.extend(preferred)
     config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
+    set_queue_policy(config, timeout_us=QUEUE_TIMEOUT_US, max_queue_size=MAX_QUEUE)
 
 
 def onnx_config(name: str) -> ModelConfig:

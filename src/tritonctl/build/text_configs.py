@@ -9,6 +9,14 @@ other jobs, batch 32, bucket-16 sentences): two sessions with one intra-op threa
 95-97 sentences/s (FP32) and 190-309 (INT8) against 65-84 and 127-175 for one session with
 two threads, hence ``count: 2`` and ``intra_op_thread_count: 1`` on the ONNX models. The
 Python tokenizer and pooling steps take well under a millisecond per batch: one instance each.
+
+Every batching step carries a queue policy (see SECURITY.md, "Overload"): a request that waited
+``QUEUE_TIMEOUT_US`` in a step's queue is rejected with ``UNAVAILABLE`` (retryable: a client
+tries another replica) rather than queued on. 5 s is 2.5x the SLO's p99 objective
+(``loadtests/slo/text_embedding.yaml``, 2 s; measured p99 190-1400 ms): a request waiting that
+long has long missed its SLO, while a 48-text burst (the CI tests') drains well inside it even
+on a shared 2-core machine. ``MAX_QUEUE`` (4 full batches) only guards memory. On a dedicated
+GPU node, tighten both from ``tritonctl loadtest --find-capacity``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonctl.build.text_export import HIDDEN_SIZE
 from tritonctl.build.text_tokens import BUCKETS, MAX_LENGTH
-from tritonctl.model_config import ModelConfig, output, set_parameter, tensor
+from tritonctl.model_config import ModelConfig, output, set_parameter, set_queue_policy, tensor
 
 MAX_BATCH = 64
 #: longer texts are refused (a 10,000-word document is ~60 KB and is truncated, not refused)
@@ -26,6 +34,8 @@ ONNX_INSTANCES = 2
 INTRA_OP_THREADS = 1
 QUEUE_DELAY_US = 2000
 PREFERRED_BATCHES = [8, 16, 32]
+QUEUE_TIMEOUT_US = 5_000_000
+MAX_QUEUE = 4 * MAX_BATCH
 TOKENIZER, POOLING = "tokenizer", "pooling"
 ENCODERS = {"text_embedding": "text_encoder", "text_embedding_int8": "text_encoder_int8"}
 TRT_ENCODER = "text_encoder_trt"
@@ -35,6 +45,7 @@ def _batching(config: ModelConfig, delay_us: int = QUEUE_DELAY_US) -> None:
     config.max_batch_size = MAX_BATCH
     config.dynamic_batching.preferred_batch_size.extend(PREFERRED_BATCHES)
     config.dynamic_batching.max_queue_delay_microseconds = delay_us
+    set_queue_policy(config, timeout_us=QUEUE_TIMEOUT_US, max_queue_size=MAX_QUEUE)
 
 
 def _cpu_instances(config: ModelConfig, count: int = 1) -> None:
