@@ -12,6 +12,7 @@ import yaml
 
 import tritonctl
 from tests import helm_support as hs
+from tritonctl.k8s.chart import ChartError
 
 GRPC_INGRESS = hs.COMBINATIONS["ingress-gateway"]
 
@@ -60,7 +61,11 @@ def test_probes_allow_long_model_loads() -> None:
     startup, ready, live = triton["startupProbe"], triton["readinessProbe"], triton["livenessProbe"]
     assert startup["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert ready["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert live["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    # Liveness also fails on a dead Python backend stub (run for real in test_helm_triton_args).
+    script = (hs.CHART / "files" / "liveness.py").read_text()
+    assert live["exec"]["command"] == ["python3", "-c", script, "8000"]
+    plain = container({"probes": {"liveness": {"pythonStubs": False}}})["livenessProbe"]
+    assert plain["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
     assert {p["name"]: p["containerPort"] for p in triton["ports"]} == {
         "http": 8000,
@@ -364,3 +369,19 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
         < batch.index("/ clamp_min(")
         < batch.index("nv_inference_exec_count")
     )
+
+
+def test_http_ingress_caps_the_body_below_the_triton_251_crash() -> None:
+    body_size = "nginx.ingress.kubernetes.io/proxy-body-size"
+    docs = hs.objects(GRPC_INGRESS)
+    http = hs.find(docs, "Ingress", "-http")["metadata"]["annotations"]
+    assert http[body_size] == "3840k"  # 3.75 MiB: answered by 2.51, which crashes above ~4 MiB
+    assert body_size not in hs.find(docs, "Ingress", "-grpc")["metadata"]["annotations"]
+    own = {"ingress": {**GRPC_INGRESS["ingress"], "http": {"annotations": {body_size: "1m"}}}}
+    annotations = hs.find(hs.objects({**GRPC_INGRESS, **own}), "Ingress", "-http")["metadata"]
+    assert annotations["annotations"] == {body_size: "1m"}  # the user's own wins, no duplicate
+    for too_big in ("4m", "4096k", "8M", "5000000"):
+        with pytest.raises(ChartError, match="below 4m"):
+            hs.objects(
+                {**GRPC_INGRESS, "ingress": {"enabled": True, "http": {"maxBodySize": too_big}}}
+            )

@@ -143,3 +143,43 @@ def test_helm_test_passes_on_the_real_text_embedding(triton: LocalTriton) -> Non
     assert result.returncode == 0, result.stderr
     assert "unit norm, similar texts closer" in result.stdout
     assert "gRPC" in result.stdout and "403 without the admin key" in result.stdout
+
+
+# The liveness probe (helm/tritonctl/files/liveness.py) against a real server -----------------
+
+
+def liveness_command(http_port: int) -> list[str]:
+    """The rendered exec liveness probe, for a server on ``http_port``."""
+    deployment = hs.find(hs.objects({"ports": {"http": http_port}}), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    command: list[str] = container["livenessProbe"]["exec"]["command"]
+    assert command[0] == "python3" and command[-1] == str(http_port)
+    return [sys.executable, *command[1:]]  # the project's interpreter stands for the image's
+
+
+def probe(command: list[str], server_pid: int) -> subprocess.CompletedProcess[str]:
+    # In the pod the probe sees only its container's processes; here, only this server's stubs.
+    env = {**os.environ, "STUB_PARENT_PID": str(server_pid)}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_liveness_probe_fails_on_a_dead_stub_and_a_dead_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import time
+
+    server = LocalTriton(make_tiny_repository(tmp_path), models=["add_one"], exit_timeout=5)
+    command = liveness_command(server.http_port)
+    with server:
+        assert server.process is not None
+        pid = server.process.pid
+        healthy = probe(command, pid)
+        assert healthy.returncode == 0, healthy.stderr
+        stubs = [p for p in server.group_pids() if p != pid]
+        assert stubs, "add_one runs in a Python backend stub"
+        os.kill(stubs[0], signal.SIGKILL)
+        time.sleep(0.5)
+        assert server.is_live() and server.is_ready(), "Triton 2.51 still reports live and ready"
+        dead = probe(command, pid)
+        assert dead.returncode == 1 and "Python backend stub" in dead.stderr, dead.stderr
+    gone = probe(command, pid)
+    assert gone.returncode == 1 and "not live" in gone.stderr, gone.stderr
