@@ -1,4 +1,5 @@
-"""Drift scores offline: PSI and the sliding window, and ``tritonctl drift`` on real digits."""
+"""Drift scores offline: PSI and the sliding window, and ``tritonctl drift`` on real digits and
+real text (the samples are described in ``tests/text_samples.py``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests import text_samples
 from tritonctl import paths
 from tritonctl.cli import main
-from tritonctl.drift import DriftError, read_images, score_digits_sample, score_file
+from tritonctl.corpus import sentences
+from tritonctl.drift import (
+    DriftError,
+    read_images,
+    score_digits_sample,
+    score_file,
+    score_text_sample,
+)
 from tritonctl.drift_window import DriftWindow, Throttle, bin_counts, pixel_counts, psi
 
 
@@ -135,3 +144,36 @@ def test_cli_names_the_problem_with_a_bad_sample(
     (tmp_path / "empty").mkdir()
     with pytest.raises(DriftError, match="holds no image files"):
         score_file(tmp_path / "empty", "digits")
+
+
+# --- real text, offline (the served FP32 encoder, in process) -------------------------------
+
+
+def test_in_distribution_text_keeps_psi_below_0_1(model_repository: Path) -> None:
+    scores = score_text_sample(text_samples.in_distribution())
+    assert scores.samples >= 512
+    assert scores.max_psi < 0.1, scores.as_dict()
+    assert scores.low_confidence_ratio < 0.1  # 0.05 in the reference, by construction
+
+
+@pytest.mark.parametrize("shift", sorted(text_samples.SHIFTED))
+def test_shifted_text_drives_psi_above_0_25(model_repository: Path, shift: str) -> None:
+    scores = score_text_sample(text_samples.SHIFTED[shift](512))
+    assert scores.samples == 512
+    assert scores.max_psi > 0.25, scores.as_dict()
+
+
+def test_offline_text_embeddings_are_the_servers(model_repository: Path) -> None:
+    """Same tokenizer, buckets, FP32 encoder and pooling as the pipeline: the reference corpus
+    scores exactly as profiled (PSI 0, the reference's own 5 % below the threshold)."""
+    scores = score_text_sample(sentences())
+    assert scores.max_psi < 1e-3, scores.as_dict()
+    assert scores.low_confidence_ratio == pytest.approx(0.05, abs=0.01)
+
+
+def test_cli_scores_a_text_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample = tmp_path / "code.txt"
+    sample.write_text("\n".join(text_samples.source_code(300)) + "\n")
+    assert main(["drift", str(sample), "--model", "text", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["verdict"] == "significant shift" and result["samples"] == 300

@@ -24,9 +24,13 @@ to the fast route. (The Python backend cannot read Triton's statistics or metric
 scheduler hands over is the server's own view of the queue.) The accurate route's expected
 latency is an EWMA of its measured milliseconds per item times the pressure.
 
-All requests of a route go to their pipeline as one BLS request (inputs concatenated), and
-the two routes run concurrently (``async_exec``). A route whose batched call fails is retried
-request by request so that one bad input fails only its own request.
+The requests of a route go to their pipeline as one BLS request (inputs concatenated), and
+the two routes run concurrently (``async_exec``). ``calls_per_route`` (config parameter, 1) can
+split a route into that many concurrent BLS requests, so that the pipeline's batchers spread the
+items over all encoder instances; in Triton 2.51 (this machine, 12 clients, forced fast route)
+2 concurrent calls per execute measured p50 103 ms / p95 1,013 ms against 59 / 143 ms with one,
+hence the default. A call that fails is retried request by
+request so that one bad input fails only its own request.
 """
 
 import asyncio
@@ -81,6 +85,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException("set parameters accurate_model and fast_model")
         self.threshold = int(_parameter(config, "pressure_threshold", "8"))
         self.alpha = float(_parameter(config, "ewma_alpha", "0.2"))
+        self.calls_per_route = max(1, int(_parameter(config, "calls_per_route", "1")))
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"] if o["name"] != "ROUTE"]
         self.ms_per_item = {route: 0.0 for route in ROUTES}
@@ -109,7 +114,12 @@ class TritonPythonModel:
                 responses[index] = self._error(str(error))
                 continue
             groups[route].append(index)
-        calls = [(route, idx) for route, idx in groups.items() if idx]
+        calls = [
+            (route, chunk.tolist())
+            for route, idx in groups.items()
+            if idx
+            for chunk in np.array_split(np.array(idx), min(len(idx), self.calls_per_route))
+        ]
         results = asyncio.run(self._run_all(calls, tensors))
         for (route, indices), outputs in zip(calls, results, strict=True):
             self.counters[route].increment(sum(len(tensors[i][self.inputs[0]]) for i in indices))

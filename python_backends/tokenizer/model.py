@@ -15,6 +15,13 @@ whitespace-only text (there is nothing to embed: an embedding of ``[CLS] [SEP]``
 look like any other and silently pollute a search index), more than ``max_text_bytes`` bytes
 (config parameter), or a request with zero texts. Text longer than ``max_length`` tokens is
 truncated, not refused: a 10,000-word document embeds its first 256 tokens.
+
+Metrics (``pb_utils.MetricFamily`` counters, label ``model="tokenizer"``), four increments per
+``execute`` whatever the batch: ``tritonctl_tokenizer_requests_total`` and
+``tritonctl_tokenizer_texts_total`` (valid requests and texts), ``tritonctl_tokenizer_tokens_total``
+(tokens after truncation, ``[CLS]``/``[SEP]`` included; tokens per request =
+``rate(tokens_total) / rate(requests_total)``) and ``tritonctl_tokenizer_truncated_total``
+(texts cut at ``max_length``).
 """
 
 import json
@@ -23,6 +30,13 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
+
+_COUNTERS = {
+    "requests": "requests tokenized (refused ones not counted)",
+    "texts": "texts tokenized",
+    "tokens": "tokens produced, after truncation, special tokens included",
+    "truncated": "texts longer than max_length tokens, cut to it",
+}
 
 
 def _param(config, key, default):
@@ -45,6 +59,21 @@ class TritonPythonModel:
         self.tokenizer = Tokenizer.from_file(path)
         self.tokenizer.no_padding()  # the shipped file pads to 128; we pad to buckets
         self.tokenizer.enable_truncation(self.max_length)
+        self.metrics = {name: self._counter(name, text) for name, text in _COUNTERS.items()}
+
+    def _counter(self, name, description):
+        # The family must outlive its metric: Triton refuses to update an orphaned metric.
+        family = pb_utils.MetricFamily(
+            name=f"tritonctl_tokenizer_{name}_total",
+            description=description,
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        return family, family.Metric(labels={"model": "tokenizer"})
+
+    def _count(self, **values):
+        for name, value in values.items():
+            if value:
+                self.metrics[name][1].increment(float(value))
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -66,6 +95,14 @@ class TritonPythonModel:
         encodings = self.tokenizer.encode_batch(texts) if texts else []
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
         owners = np.array(owners, dtype=np.int64)
+        # Only a text at the limit can have been cut; the tokenizer keeps the rest as overflow.
+        at_limit = np.flatnonzero(lengths == self.max_length)
+        self._count(
+            requests=sum(r is None for r in responses),
+            texts=len(texts),
+            tokens=int(lengths.sum()),
+            truncated=sum(1 for i in at_limit if encodings[i].overflowing),
+        )
         for index in range(len(requests)):
             if responses[index] is not None:
                 continue

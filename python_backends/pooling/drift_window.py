@@ -1,0 +1,1 @@
+../../src/tritonctl/drift_window.py
