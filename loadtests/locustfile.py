@@ -30,7 +30,7 @@ import measurement  # noqa: E402, F401  (registers the warm-up and /metrics hook
 import payloads  # noqa: E402
 from locust import events  # noqa: E402
 from shapes import RampLoadShape, StepLoadShape  # noqa: E402, F401  (the selected one runs)
-from triton_user import TritonUser  # noqa: E402
+from triton_user import TritonUser, close_all_clients  # noqa: E402
 
 MODEL = os.environ.get("TRITON_MODEL", "text_embedding")
 PROTOCOL = os.environ.get("TRITON_PROTOCOL", "grpc").lower()
@@ -103,3 +103,9 @@ def _build_payloads(**_: object) -> None:
         payloads.image_arrays()  # about a second: 1,797 PNG encodings
     elif MODEL.startswith("text_embedding"):
         payloads.text_pool()
+
+
+@events.quitting.add_listener
+def _close_clients(**_: object) -> None:
+    """Close every client while gevent's loop still runs (see ``triton_user.close_client``)."""
+    close_all_clients()

@@ -10,6 +10,7 @@ model works; BYTES inputs get texts or PNG images (see ``payloads``), numeric on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -38,6 +39,26 @@ def split_host(host: str | None, protocol: str) -> str:
     if parts.port is None:
         return f"{parts.hostname}:{8001 if protocol == 'grpc' else 8000}"
     return f"{parts.hostname}:{parts.port}"
+
+
+#: Clients not yet closed. Closing a gRPC channel needs gevent's loop running: left to
+#: ``__del__`` at interpreter exit it can hang the process for good.
+_OPEN_CLIENTS: list[Any] = []
+
+
+def close_client(client: Any) -> None:
+    """Close ``client`` now, and make the close its ``__del__`` will attempt a no-op."""
+    if client in _OPEN_CLIENTS:
+        _OPEN_CLIENTS.remove(client)
+    with contextlib.suppress(Exception):  # best effort: the process is ending
+        client.close()
+    client.close = lambda: None
+
+
+def close_all_clients() -> None:
+    """Close the clients of users that were stopped mid-request (their ``on_stop`` never ran)."""
+    while _OPEN_CLIENTS:
+        close_client(_OPEN_CLIENTS[-1])
 
 
 def make_client(protocol: str, address: str) -> Any:
@@ -148,6 +169,7 @@ class TritonUser(User):
     def on_start(self) -> None:
         self.address = split_host(self.host, self.protocol)
         self.client = make_client(self.protocol, self.address)
+        _OPEN_CLIENTS.append(self.client)
         self.rng = random.Random(id(self))
         with _PREPARE:
             self.specs = model_inputs(
@@ -156,7 +178,7 @@ class TritonUser(User):
             build_inputs(self.protocol, self.specs, self.rng)  # builds the payload pools, untimed
 
     def on_stop(self) -> None:
-        self.client.close()
+        close_client(self.client)
 
     @task
     def infer(self) -> None:

@@ -21,6 +21,8 @@ from tritonctl import paths
 from tritonctl.loadtest.slo import SloProfile
 from tritonctl.server import LocalTriton, free_port
 
+#: Seconds a Locust process may take to exit after writing its final statistics.
+EXIT_GRACE_S = 15.0
 #: Triton's default ports; a --target URL on one of them implies the other two.
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
@@ -204,11 +206,20 @@ def run_locust(
                 )
             )
         deadline = started + seconds + 60 + (60 if workers else 0)
+        finished_at: float | None = None
         while processes[0].poll() is None:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise LoadTestError(f"locust did not finish within {deadline - started:.0f} s")
+            # Locust writes its final statistics last thing before exiting; a process still
+            # there well after that is stuck in interpreter teardown, and its results are in.
+            if finished_at is None and (folder / "locust_stats.json").exists():
+                finished_at = now
+            if finished_at is not None and now - finished_at > EXIT_GRACE_S:
+                _stop(processes[0])
+                break
             if callable(on_tick):
-                on_tick(time.monotonic() - started)
+                on_tick(now - started)
             time.sleep(0.5)
         for worker_process in processes[1:]:
             try:
