@@ -20,6 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-trials", type=int, default=24, help="cap on measured runs")
     parser.add_argument("--passes", type=int, default=2, help="coordinate-descent passes")
     parser.add_argument("--concurrency", type=int, default=None, help="default: the SLO's users")
+    parser.add_argument(
+        "--knobs",
+        default=None,
+        help="search only these knobs (comma-separated, e.g. text_encoder.max_queue_delay_us)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="report, but do not write configs")
     parser.add_argument(
         "--unpaired",
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         apply=not args.dry_run,
         concurrency=args.concurrency,
         paired=not args.unpaired,
+        knob_names=[k.strip() for k in args.knobs.split(",") if k.strip()] if args.knobs else None,
     )
 
     def on_trial(trial: Trial) -> None:

@@ -49,6 +49,7 @@ class TuneOptions:
     paired: bool = True  # measure the incumbent right before each candidate (two servers)
     concurrency: int | None = None  # default: the SLO profile's users
     knobs: list[Knob] | None = None  # default: knobs.default_knobs
+    knob_names: list[str] | None = None  # search only these of the default knobs
 
 
 @dataclass
@@ -146,6 +147,13 @@ def tune(options: TuneOptions, on_trial: Callable[[Trial], None] | None = None) 
     entry_config = load_config(options.repository / entry)
     ensemble_batch = entry_config.max_batch_size if entry_config.platform == "ensemble" else 0
     knobs = options.knobs or knob_edits.default_knobs(configs, ensemble_batch)
+    if options.knob_names:
+        unknown = sorted(set(options.knob_names) - {k.name for k in knobs})
+        if unknown:
+            raise ValueError(
+                f"unknown knob(s) {', '.join(unknown)}; known: {', '.join(k.name for k in knobs)}"
+            )
+        knobs = [k for k in knobs if k.name in options.knob_names]
     start = knob_edits.current(configs, knobs)
     concurrency = options.concurrency or profile.users
     with tempfile.TemporaryDirectory(prefix="tritonctl-tune-") as tmp:

@@ -173,6 +173,9 @@ def better(trial: Trial, best: Trial, min_gain: float = 0.0) -> bool:
     """Whether ``trial`` should replace ``best``."""
     if trial.meets_slo and best.meets_slo:
         return trial.figures.rps > best.figures.rps * (1.0 + min_gain)
+    if not trial.meets_slo and not best.meets_slo:
+        # Both miss: move only for a clearly smaller miss, not for noise.
+        return trial.miss < best.miss * (1.0 - min_gain)
     return trial.rank() > best.rank()
 
 
