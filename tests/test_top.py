@@ -10,6 +10,7 @@ import tritonclient.http as http
 from tests.serving_support import bytes_input, digits_test_images, png
 from tritonctl.cli import main
 from tritonctl.console import console
+from tritonctl.corpus import sentences
 from tritonctl.metrics import scrape
 from tritonctl.server import LocalTriton
 from tritonctl.top import metrics_url, rows
@@ -50,3 +51,22 @@ def test_top_once_shows_rates_latency_batching_cache_and_drift(
 def test_top_names_an_unreachable_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["top", "--once", "--url", "127.0.0.1:9"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_top_shows_the_text_pipelines_drift(
+    triton: LocalTriton, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = http.InferenceServerClient(triton.http_address)
+    texts = [f"{text} (top {index})" for index, text in enumerate(sentences()[:40])]
+    before = scrape(triton.metrics_url)
+    client.infer("text_embedding", [bytes_input("TEXT", texts)])  # distinct: no cache hit
+    client.close()
+    after = scrape(triton.metrics_url)
+    row = {row.model: row for row in rows(before, after)}["text_embedding"]
+    assert row.requests_per_s > 0
+    assert row.drift_psi >= 0 and 0 <= row.low_confidence_ratio <= 1
+
+    console.width = 160
+    assert main(["top", "--once", "--url", triton.metrics_url]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if " text_embedding " in x)
+    assert f"{row.low_confidence_ratio:.3f}" in line
