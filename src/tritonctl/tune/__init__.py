@@ -84,6 +84,7 @@ def confirm(
     best: Trial,
     profile: SloProfile,
     rounds: int,
+    min_gain: float = 0.0,
 ) -> tuple[Candidate, dict[str, Any]]:
     """Re-measure baseline and winner as pairs; keep the winner only if it still wins."""
     from tritonctl.loadtest.slo import evaluate
@@ -99,7 +100,8 @@ def confirm(
     best_rps = mean(f.rps for f in runs["best"])
     best_ok = all(all(r.passed for r in evaluate(profile.objectives, f)) for f in runs["best"])
     base_ok = all(all(r.passed for r in evaluate(profile.objectives, f)) for f in runs["baseline"])
-    keep_best = best_ok and (best_rps >= base_rps or not base_ok)
+    # A change must prove a gain larger than the noise margin, or fix an SLO the baseline misses.
+    keep_best = best_ok and (best_rps >= base_rps * (1.0 + min_gain) or not base_ok)
     return (best.candidate if keep_best else baseline.candidate), {
         "rounds": rounds,
         "baseline_rps": [round(f.rps, 2) for f in runs["baseline"]],
@@ -109,6 +111,7 @@ def confirm(
         "throughput_ratio": round(best_rps / base_rps, 3) if base_rps else None,
         "best_meets_slo": best_ok,
         "baseline_meets_slo": base_ok,
+        "min_gain": min_gain,
         "kept": "best" if keep_best else "baseline",
     }
 
@@ -183,7 +186,12 @@ def tune(options: TuneOptions, on_trial: Callable[[Trial], None] | None = None) 
                 measure_pair=trials.measure_pair if options.paired else None,
             )
             chosen, confirmation = confirm(
-                trials.measure_pair, search.baseline, search.best, profile, options.confirm_rounds
+                trials.measure_pair,
+                search.baseline,
+                search.best,
+                profile,
+                options.confirm_rounds,
+                options.min_gain,
             )
     diffs, written = write_configs(options.repository, configs, chosen, options.apply, base=start)
 
