@@ -149,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
                         console=console,
                     )
             for line in outcome.summary["failed"]:
-                err_console.print(f"[red]FAILED[/] {line}")
-            console.print(f"Report: {outcome.report_dir / 'report.html'}")
+                err_console.print(f"[red]FAILED[/] {line}", soft_wrap=True)
+            console.print(f"Report: {outcome.report_dir / 'report.html'}", soft_wrap=True)
             return outcome.exit_code
         result = run_loadtest(
             args.slo,
@@ -165,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
         err_console.print(f"[red]loadtest could not run:[/] {error}")
         return 2
     for line in result.failed:
-        err_console.print(f"[red]FAILED[/] {line}")
+        err_console.print(f"[red]FAILED[/] {line}", soft_wrap=True)
     if result.passed:
         console.print("[green]Every objective held.[/]")
-    console.print(f"Report: {result.report}")
+    console.print(f"Report: {result.report}", soft_wrap=True)
     return result.exit_code

@@ -74,7 +74,7 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def plot_latency(series: list[dict[str, float]], warmup_s: float, profile: SloProfile) -> bytes:
+def plot_latency(series: list[dict[str, float]], discarded_s: float, profile: SloProfile) -> bytes:
     fig, ax = _figure()
     x = [r["second"] + 0.5 for r in series]  # each point is the second it summarises
     for key, label, style in (
@@ -88,8 +88,8 @@ def plot_latency(series: list[dict[str, float]], warmup_s: float, profile: SloPr
         if value is not None:
             ax.axhline(value, linestyle="--", linewidth=1, color="grey")
             ax.annotate(label, (x[-1] if x else 0, value), fontsize=8, va="bottom", ha="right")
-    if warmup_s > 0:
-        ax.axvspan(0, warmup_s, color="grey", alpha=0.15, label="warm-up (discarded)")
+    if discarded_s > 0:
+        ax.axvspan(0, discarded_s, color="grey", alpha=0.15, label="spawn + warm-up (discarded)")
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("latency per second (ms)")
     ax.set_title("Client latency percentiles over time")
@@ -99,7 +99,7 @@ def plot_latency(series: list[dict[str, float]], warmup_s: float, profile: SloPr
 
 
 def plot_throughput(
-    series: list[dict[str, float]], history: list[dict[str, Any]], start: float, warmup_s: float
+    series: list[dict[str, float]], history: list[dict[str, Any]], start: float, discarded_s: float
 ) -> bytes:
     fig, ax = _figure()
     x = np.array([r["second"] for r in series])
@@ -107,8 +107,8 @@ def plot_throughput(
     failed = np.array([r["failures"] for r in series])
     ax.bar(x + 0.5, ok, width=0.9, color=PASS_COLOUR, label="succeeded")
     ax.bar(x + 0.5, failed, width=0.9, bottom=ok, color=FAIL_COLOUR, label="failed")
-    if warmup_s > 0:
-        ax.axvspan(0, warmup_s, color="grey", alpha=0.15, label="warm-up (discarded)")
+    if discarded_s > 0:
+        ax.axvspan(0, discarded_s, color="grey", alpha=0.15, label="spawn + warm-up (discarded)")
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("requests per second")
     ax.set_title("Throughput over time")
@@ -380,9 +380,11 @@ def write_report(
             list(next(iter(measurement.server.models.values())).as_dict()),
             [list(d.as_dict().values()) for d in measurement.server.models.values()],
         )
+    # Shade from the start to the end of the warm-up (spawning users comes before it).
+    discarded = max(measurement.warmup_end - start, 0.0)
     images = {
-        "latency": plot_latency(series, profile.warmup_s, profile),
-        "throughput": plot_throughput(series, measurement.history, start, profile.warmup_s),
+        "latency": plot_latency(series, discarded, profile),
+        "throughput": plot_throughput(series, measurement.history, start, discarded),
         "objectives": plot_objectives(results),
     }
     if measurement.server.models:
