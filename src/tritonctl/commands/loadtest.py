@@ -57,7 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--metrics-url", help="Triton's /metrics (default: derived from --target)")
     parser.add_argument(
-        "--slo", type=Path, metavar="FILE", help="SLO profile (loadtests/slo/*.yaml)"
+        "--slo",
+        type=Path,
+        metavar="FILE",
+        help="SLO profile (default: loadtests/slo/<model>.yaml when there is one)",
     )
     parser.add_argument(
         "--model", help="model to call (default: the profile's, else text_embedding)"
