@@ -4,11 +4,13 @@ Pipeline: ``IMAGE`` (encoded bytes) → ``image_preprocess`` → ``PIXELS`` [1, 
 scale → ``digits_<variant>`` (ONNX, ``INPUT`` → ``LOGITS`` [10]) → ``classify_postprocess`` →
 top-k ``LABELS`` (BYTES, e.g. ``b"7"``) and ``SCORES`` (FP32 softmax probabilities).
 
-Every batching step carries a queue policy (see SECURITY.md, "Overload"): a request that waited
-``QUEUE_TIMEOUT_US`` in a step's queue is rejected with ``UNAVAILABLE`` (retryable) rather than
-queued on. 500 ms is about 4x the SLO's p99 objective (``loadtests/slo/digit_classifier.yaml``,
-120 ms; measured p99 14-24 ms), so neighbours' noise on a shared 2-core machine does not hit it;
-``MAX_QUEUE`` (4 full batches) only guards memory.
+Every batching step carries a queue policy (see SECURITY.md, "Overload"): a request that found
+``MAX_QUEUE`` requests (4 full batches) ahead of it, or waited ``QUEUE_TIMEOUT_US`` in a step's
+queue, is rejected with ``UNAVAILABLE`` (retryable) rather than queued on. At the measured
+capacity (~450 requests/s, ``loadtests/slo/digit_classifier.yaml``) the cap alone bounds the
+wait to about 0.6 s. The timeout is a backstop: 500 ms (4x the SLO's p99 objective of 120 ms)
+was tried and rejected valid requests of the CI tests when neighbours stalled the stubs on the
+shared 2-core machine, hence 2 s.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from tritonctl.model_config import (
 MAX_BATCH = 64
 TOP_K = 3
 QUEUE_DELAY_US = 200
-QUEUE_TIMEOUT_US = 500_000
+QUEUE_TIMEOUT_US = 2_000_000
 MAX_QUEUE = 4 * MAX_BATCH
 PREPROCESS, POSTPROCESS = "image_preprocess", "classify_postprocess"
 VARIANTS = ["teacher", "student", "pruned", "pruned_channels", "int8"]
