@@ -1,9 +1,10 @@
 """Capacity search: raise the load step by step until the SLO breaks.
 
 Each step is a full run (warm-up discarded) at the next user count of the profile's
-``capacity.users``. The capacity is the highest step whose latency and error objectives all
-held; throughput is what is being measured, so ``min_rps`` is checked against the capacity
-found rather than at every step. ``summary.json`` holds ``capacity: {"rps": float, "users": int}``,
+``capacity.users``, until a step misses a latency or error objective. The capacity is the
+step that held with the highest throughput (normally the last one that held); throughput is
+what is being measured, so ``min_rps`` is checked against the capacity found rather than at
+every step. ``summary.json`` holds ``capacity: {"rps": float, "users": int}``,
 the figure ``tritonctl plan`` reads.
 """
 
@@ -31,10 +32,18 @@ class CapacityResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def held(self) -> list[LoadTestResult]:
+        return [s for s in self.steps if s.passed]
+
+    @property
     def best(self) -> LoadTestResult | None:
-        """The highest load that held (steps stop at the first that broke)."""
-        held = [s for s in self.steps if s.passed]
-        return held[-1] if held else None
+        """The step that held with the highest throughput (the fewest users on a tie).
+
+        Usually the last step that held; past saturation more users only queue, and throughput
+        can dip while the latency objectives still hold, so the peak is what a planner can use.
+        """
+        held = self.held
+        return max(held, key=lambda s: (s.figures.rps, -s.profile.users)) if held else None
 
     @property
     def capacity(self) -> dict[str, float | int] | None:
@@ -150,6 +159,7 @@ def write_capacity_report(result: CapacityResult) -> dict[str, Any]:
         "passed": result.passed,
         "failed": failed,
         "profile": result.profile.as_dict(),
+        "highest_users_held": result.held[-1].profile.users if result.held else None,
         "broke_at": next(
             ({"users": s["users"], "failed": s["failed"]} for s in steps if not s["passed"]), None
         ),
