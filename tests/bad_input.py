@@ -30,6 +30,8 @@ BAD = {"http": "400", "grpc": "StatusCode.INVALID_ARGUMENT"}
 NOT_FOUND = {"http": "404", "grpc": "StatusCode.NOT_FOUND"}
 #: Triton 2.51 answers a body that is not JSON with 500 (the message names the parse error).
 MALFORMED_JSON_STATUS = "500"
+#: Inputs of disagreeing lengths reach the model itself (Triton only checks each against its dims).
+WRONG_LENGTHS = r"ONNX Runtime failed.*(shape|dimension|broadcast|index)"
 #: Bodies above ~4 MiB crash Triton 2.51's HTTP server (tests/test_faults.py); stay below.
 LARGE_BODY = (4 << 20) - (256 << 10)
 
@@ -269,6 +271,19 @@ def cases_for(
                 ),
                 *rest,
             ],
+        )
+    elif len(model.required) > 1 and any(d < 0 for d in model.required[1].dims):
+        # Only variable dims (the text encoders): inputs whose lengths disagree.
+        second = model.required[1]
+        dims = list(second.dims)
+        dims[dims.index(-1)] = 9  # valid_value gives the other inputs 8
+        longer = valid_value(
+            Tensor(second.name, second.datatype, tuple(dims)), 1 if batch else None
+        )
+        case(
+            "wrong-shape",
+            WRONG_LENGTHS,
+            [valid[0], (second.name, second.datatype, longer), *valid[2:]],
         )
     if batch:
         over = valid_inputs(model, model.max_batch_size + 1)
