@@ -9,6 +9,10 @@
 
     .venv/bin/python scripts/soak.py --minutes 3
     .venv/bin/python scripts/soak.py --minutes 30 --repository model_repository --model digit_classifier
+    .venv/bin/python scripts/soak.py --minutes 3 --repository model_repository --model text_embedding
+
+Text inputs are distinct per request (see ``distinct``), so the text ensembles' response cache
+cannot answer them: the soak measures the pipeline, not the cache.
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ from tests.bad_input import served_models, valid_inputs  # noqa: E402
 from tritonctl.console import console, progress  # noqa: E402
 from tritonctl.paths import reports_dir  # noqa: E402
 from tritonctl.server import LocalTriton  # noqa: E402
+
+
+def distinct(inputs: list[tuple[str, str, np.ndarray]], index: int) -> list:
+    """``inputs`` with every text input made unique to request ``index``: a corpus sentence and a
+    counter, so that a response cache (the text ensembles have one) cannot answer it."""
+    from tritonctl.corpus import sentences
+
+    corpus = sentences()
+    text = f"{corpus[index % len(corpus)]} (request {index})".encode()
+    return [
+        (n, d, np.full(a.shape, text, dtype=np.object_))
+        if d == "BYTES" and "IMAGE" not in n.upper()
+        else (n, d, a)
+        for n, d, a in inputs
+    ]
 
 
 def _tensors(inputs: list[tuple[str, str, np.ndarray]]) -> list[grpcclient.InferInput]:
@@ -58,19 +77,23 @@ def group_rss(server: LocalTriton) -> dict[str, int]:
 
 
 def capacity(address: str, model: str, inputs: list, clients: int, seconds: float) -> float:
+    """Requests/s that ``clients`` closed-loop clients get through in ``seconds``."""
     stop = time.monotonic() + seconds
     counts: list[int] = []
 
-    def worker() -> None:
+    def worker(offset: int) -> None:
         client = grpcclient.InferenceServerClient(address)
-        tensors, n = _tensors(inputs), 0
+        n = 0
         while time.monotonic() < stop:
-            client.infer(model, tensors)
+            client.infer(model, _tensors(distinct(inputs, offset + n)))
             n += 1
         counts.append(n)
         client.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    # Far apart offsets: no two requests share a text (the soak itself starts at 0).
+    threads = [
+        threading.Thread(target=worker, args=(10_000_000 * (k + 1),)) for k in range(clients)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -88,13 +111,13 @@ def soak(args: argparse.Namespace) -> dict[str, object]:
         repository, model = Path(args.repository), args.model
     [info] = [m for m in served_models(repository) if m.name == model]
     inputs = valid_inputs(info)
-    with LocalTriton(repository, exit_timeout=5) as server:
+    cache = {} if args.cache_size is None else {"cache_size": args.cache_size}
+    with LocalTriton(repository, models=args.serve or None, exit_timeout=5, **cache) as server:
         address = server.grpc_address
         measured = capacity(address, model, inputs, args.clients, args.probe_seconds)
         rate = args.load * measured
         console.print(f"{model}: capacity {measured:.1f}/s → soak at {rate:.1f}/s")
         client = grpcclient.InferenceServerClient(address)
-        tensors = _tensors(inputs)
         lock = threading.Lock()
         counts = {"sent": 0, "ok": 0, "errors": 0}
         errors: list[str] = []
@@ -111,6 +134,15 @@ def soak(args: argparse.Namespace) -> dict[str, object]:
                         errors.append(str(error))
 
         samples: list[tuple[float, int]] = []
+        by_process: dict[str, list[int]] = {}
+
+        def sample(at: float) -> None:
+            rss = group_rss(server)
+            samples.append((at, sum(rss.values())))
+            if at >= args.warmup:
+                for key, value in rss.items():
+                    by_process.setdefault(key, []).append(value)
+
         duration = args.minutes * 60
         start = time.monotonic()
         next_sample = start
@@ -119,14 +151,14 @@ def soak(args: argparse.Namespace) -> dict[str, object]:
             i = 0
             while (now := time.monotonic()) - start < duration:
                 if now >= next_sample:
-                    samples.append((now - start, sum(group_rss(server).values())))
+                    sample(now - start)
                     next_sample += args.sample_seconds
                     bar.update(task, completed=now - start)
                 time.sleep(max(0.0, start + i / rate - time.monotonic()))
                 sent = time.monotonic()
                 client.async_infer(
                     model,
-                    tensors,
+                    _tensors(distinct(inputs, i)),
                     lambda result, error, s=sent: callback(result, error, s),
                     client_timeout=30,
                 )
@@ -135,7 +167,7 @@ def soak(args: argparse.Namespace) -> dict[str, object]:
         deadline = time.monotonic() + 30
         while counts["ok"] + counts["errors"] < counts["sent"] and time.monotonic() < deadline:
             time.sleep(0.1)
-        samples.append((time.monotonic() - start, sum(group_rss(server).values())))
+        sample(time.monotonic() - start)
         client.close()
         per_process = group_rss(server)
 
@@ -161,6 +193,11 @@ def soak(args: argparse.Namespace) -> dict[str, object]:
         "rss_peak_mb": round(peak / 2**20, 1),
         "rss_growth_pct": round(100 * growth, 2),
         "rss_processes_mb": {k: round(v / 2**20, 1) for k, v in per_process.items()},
+        # after the warm-up -> end, per process: says which one grew (server, which holds the
+        # response cache, or a stub)
+        "rss_growth_by_process_mb": {
+            k: [round(v[0] / 2**20, 1), round(v[-1] / 2**20, 1)] for k, v in by_process.items()
+        },
         "rss_samples_mb": [(round(t, 1), round(r / 2**20, 1)) for t, r in samples],
         "errors_sample": errors,
         "passed": counts["errors"] == 0
@@ -179,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         "--repository", type=Path, default=None, help="default: the tiny repository"
     )
     parser.add_argument("--model", default=None)
+    parser.add_argument(
+        "--serve",
+        nargs="*",
+        default=[],
+        help="load only these models (an ensemble and its steps); default: all",
+    )
     parser.add_argument("--load", type=float, default=0.7, help="fraction of measured capacity")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--probe-seconds", type=float, default=5.0)
@@ -187,6 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup", type=float, default=30.0, help="seconds before the RSS baseline"
     )
     parser.add_argument("--max-growth", type=float, default=0.10)
+    parser.add_argument(
+        "--cache-size",
+        type=int,
+        default=None,
+        help="response cache bytes (0: off); default LocalTriton's. Distinct requests fill it, "
+        "so the server's RSS grows until the cache is full",
+    )
     args = parser.parse_args(argv)
     if args.repository is not None and not args.model:
         parser.error("--model is required with --repository")
