@@ -160,33 +160,6 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _measure_series(
-    result: BenchResult,
-    key: str,
-    make_target: Callable[[], Target],
-    texts: Sequence[str],
-    options: BenchOptions,
-    progress: Callable[[str], None],
-    stats_url: str | None = None,
-) -> None:
-    for concurrency in options.concurrencies:
-        progress(f"{CONFIG_NAMES[key]} @ c={concurrency}")
-        window = StatsWindow(stats_url) if stats_url else None
-        point = run_point(
-            make_target(),
-            texts,
-            concurrency,
-            warmup_s=options.warmup_s,
-            duration_s=options.duration_s,
-            on_window_start=window.start if window else None,
-            on_window_end=window.end if window else None,
-        )
-        point.config = CONFIG_NAMES[key]
-        if window is not None:
-            result.server_stats[f"{key}@{concurrency}"] = window.deltas()
-        result.points.append(point)
-
-
 @contextlib.contextmanager
 def _triton(repository: Path, models: list[str]) -> Iterator[LocalTriton]:
     server = LocalTriton(repository, models=models, cache_size=0, exit_timeout=5)
@@ -200,62 +173,73 @@ def _triton_target(server: LocalTriton, model: str, options: BenchOptions, name:
     return TritonGrpcTarget(server.grpc_address, model, name=name)
 
 
-def run_inprocess(
+class InProcessLimit:
+    """Configuration (a): the embedders, and a measurement at one batch size in both layouts."""
+
+    def __init__(self, files: PipelineFiles) -> None:
+        self.files = files
+        self.cores = os.cpu_count() or 1
+        self.embedder = inprocess.InProcessEmbedder(files.onnx, files.tokenizer, files.buckets)
+        self.singles = [
+            inprocess.InProcessEmbedder(
+                files.onnx, files.tokenizer, files.buckets, intra_op_threads=1
+            )
+            for _ in range(self.cores)
+        ]
+        self.measured: list[Point] = []
+
+    def point(
+        self, result: BenchResult, texts: Sequence[str], batch: int, options: BenchOptions
+    ) -> Point:
+        """Batch ``batch`` over one session on all cores, then over one 1-thread session per core."""
+        one = inprocess.measure_batch(
+            self.embedder,
+            texts,
+            batch,
+            warmup_s=min(options.warmup_s, 1.0),
+            duration_s=options.duration_s / 2,
+            name=CONFIG_NAMES["a"],
+        )
+        one.extra["layout"] = f"1 session x {self.cores} threads"
+        parallel = inprocess.measure_parallel(
+            self.singles,
+            texts,
+            batch,
+            warmup_s=min(options.warmup_s, 1.0),
+            duration_s=options.duration_s / 2,
+            name=CONFIG_NAMES["a"],
+        )
+        parallel.extra["layout"] = f"{self.cores} sessions x 1 thread"
+        result.probes.setdefault("a_layouts", {})[str(batch)] = {
+            one.extra["layout"]: round(one.throughput, 1),
+            parallel.extra["layout"]: round(parallel.throughput, 1),
+        }
+        self.measured += [one, parallel]
+        # At batch 1 the single-request latency is the point: keep the one-session layout there.
+        return one if batch == 1 or one.throughput >= parallel.throughput else parallel
+
+
+def run_inprocess_probes(
     result: BenchResult,
-    files: PipelineFiles,
+    limit: InProcessLimit,
     texts: Sequence[str],
     options: BenchOptions,
     progress: Callable[[str], None],
 ) -> None:
-    """(a) at each concurrency as the batch size, plus the best batch size and three probes."""
-    embedder = inprocess.InProcessEmbedder(files.onnx, files.tokenizer, files.buckets)
-    cores = os.cpu_count() or 1
-    singles = [
-        inprocess.InProcessEmbedder(files.onnx, files.tokenizer, files.buckets, intra_op_threads=1)
-        for _ in range(cores)
-    ]
-    batch_sizes = sorted(set(options.concurrencies) | {8, 32})
-    best: Point | None = None
-    for batch in batch_sizes:
-        progress(f"{CONFIG_NAMES['a']} @ batch={batch}: 1 session x {cores} threads")
-        point = inprocess.measure_batch(
-            embedder,
-            texts,
-            batch,
-            warmup_s=min(options.warmup_s, 1.0),
-            duration_s=options.duration_s / 2,
-            name=CONFIG_NAMES["a"],
-        )
-        point.extra["layout"] = f"1 session x {cores} threads"
-        # The same batches over one single-threaded session per core, in parallel threads.
-        progress(f"{CONFIG_NAMES['a']} @ batch={batch}: {cores} sessions x 1 thread")
-        parallel = inprocess.measure_parallel(
-            singles,
-            texts,
-            batch,
-            warmup_s=min(options.warmup_s, 1.0),
-            duration_s=options.duration_s / 2,
-            name=CONFIG_NAMES["a"],
-        )
-        parallel.extra["layout"] = f"{cores} sessions x 1 thread"
-        result.probes.setdefault("a_layouts", {})[str(batch)] = {
-            point.extra["layout"]: round(point.throughput, 1),
-            parallel.extra["layout"]: round(parallel.throughput, 1),
-        }
-        # At batch 1 the single-request latency is the point: keep the one-session layout there.
-        chosen = point if batch == 1 or point.throughput >= parallel.throughput else parallel
-        if batch in options.concurrencies:
-            result.points.append(chosen)
-        for candidate in (point, parallel):
-            if best is None or candidate.throughput > best.throughput:
-                best = candidate
-    assert best is not None
+    """The best batch size of (a), its single-request latency, and the bucketing/threads probes."""
+    for batch in (8, 32):
+        if batch not in options.concurrencies:
+            progress(f"{CONFIG_NAMES['a']} @ batch={batch} (best-batch search)")
+            limit.point(result, texts, batch, options)
+    best = max(limit.measured, key=lambda p: p.throughput)
     result.probes["a_best_batch"] = best.as_dict()
     result.probes["a_cpu_ms_per_sentence"] = round(
         best.client_cpu_cores * 1000 / best.throughput, 3
     )
-    single = next(p for p in result.points if p.config == CONFIG_NAMES["a"] and p.concurrency == 1)
-    result.probes["a_single_request_ms"] = single.p50_ms
+    singles = [p for p in result.points if p.config == CONFIG_NAMES["a"] and p.concurrency == 1]
+    if singles:
+        result.probes["a_single_request_ms"] = singles[0].p50_ms
+    files, embedder = limit.files, limit.embedder
 
     # Bucketing: the same batch of 32 padded three ways.
     short = options.duration_s / 4
@@ -275,14 +259,12 @@ def run_inprocess(
     # ONNX Runtime threads: one thread per session (one per instance) against all cores.
     threads: dict[str, Any] = {}
     for count in (1, 2):
-        single_thread = inprocess.InProcessEmbedder(
+        session = inprocess.InProcessEmbedder(
             files.onnx, files.tokenizer, files.buckets, intra_op_threads=count
         )
         for batch in (1, 32):
             progress(f"threads probe: intra_op={count} batch={batch}")
-            point = inprocess.measure_batch(
-                single_thread, texts, batch, warmup_s=0.3, duration_s=short
-            )
+            point = inprocess.measure_batch(session, texts, batch, warmup_s=0.3, duration_s=short)
             threads[f"intra_op={count} batch={batch}"] = {
                 "sentences_per_s": round(point.throughput, 1),
                 "p50_ms": round(point.p50_ms, 2),
@@ -295,59 +277,6 @@ def run_inprocess(
             int8, texts, int(best.concurrency), warmup_s=0.5, duration_s=short
         )
         result.probes["a_int8_best_batch_sentences_per_s"] = round(point.throughput, 1)
-
-
-def run_triton(
-    result: BenchResult,
-    texts: Sequence[str],
-    options: BenchOptions,
-    progress: Callable[[str], None],
-    workdir: Path,
-) -> None:
-    """(b) and (e) on one server, probes and profiles on (b); then (c) on a second server."""
-    keys = [k for k in "be" if k in options.configs]
-    models = [ENSEMBLE] + ([ENSEMBLE_INT8] if "e" in keys else [])
-    if keys:
-        staged = stage_repository(
-            options.repository, workdir / "tuned", models, edit=without_response_cache
-        )
-        progress("starting Triton (b, e)")
-        with _triton(staged, models) as server:
-            for key, model in (("b", ENSEMBLE), ("e", ENSEMBLE_INT8)):
-                if key in keys:
-                    _measure_series(
-                        result,
-                        key,
-                        functools.partial(
-                            _triton_target, server, model, options, CONFIG_NAMES[key]
-                        ),
-                        texts,
-                        options,
-                        progress,
-                        server.metrics_url,
-                    )
-            if "b" in keys:
-                run_probes(result, server, texts, options, progress)
-                if options.profile:
-                    run_profile(result, server, texts, options, progress)
-    if "c" in options.configs:
-        staged = stage_repository(
-            options.repository,
-            workdir / "unbatched",
-            [ENSEMBLE],
-            edit=chain(without_response_cache, without_dynamic_batching),
-        )
-        progress("starting Triton without dynamic batching (c)")
-        with _triton(staged, [ENSEMBLE]) as server:
-            _measure_series(
-                result,
-                "c",
-                lambda: _triton_target(server, ENSEMBLE, options, CONFIG_NAMES["c"]),
-                texts,
-                options,
-                progress,
-                server.metrics_url,
-            )
 
 
 def run_probes(
@@ -471,8 +400,39 @@ def fastapi_server(files: PipelineFiles) -> Iterator[str]:
             process.wait()
 
 
+def _served_point(
+    result: BenchResult,
+    key: str,
+    target: Target,
+    texts: Sequence[str],
+    concurrency: int,
+    options: BenchOptions,
+    stats_url: str | None,
+) -> Point:
+    window = StatsWindow(stats_url) if stats_url else None
+    point = run_point(
+        target,
+        texts,
+        concurrency,
+        warmup_s=options.warmup_s,
+        duration_s=options.duration_s,
+        on_window_start=window.start if window else None,
+        on_window_end=window.end if window else None,
+    )
+    point.config = CONFIG_NAMES[key]
+    if window is not None:
+        result.server_stats[f"{key}@{concurrency}"] = window.deltas()
+    return point
+
+
 def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = None) -> BenchResult:
-    """Measure every configuration in ``options.configs``; the caller writes the report."""
+    """Measure every configuration in ``options.configs``; the caller writes the report.
+
+    All servers are started first and the configurations are measured interleaved, concurrency
+    by concurrency (a, b, c, d, e at c=1, then at c=4, ...): other work on the machine drifts
+    over minutes, and measuring the five side by side keeps each ratio within one time slice.
+    An idle server costs no CPU while another configuration is measured.
+    """
     from tritonctl.corpus import sentences
 
     say = progress or (lambda message: console.log(message))
@@ -488,21 +448,74 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
         "corpus_sentences": len(texts),
         "buckets": list(files.buckets),
         "onnx": str(files.onnx),
+        "order": "interleaved: every configuration at c=1, then every one at c=4, ...",
     }
-    if "a" in options.configs:
-        run_inprocess(result, files, texts, options, say)
-    with tempfile.TemporaryDirectory(prefix="tritonctl-bench-") as tmp:
-        run_triton(result, texts, options, say, Path(tmp))
-    if "d" in options.configs:
-        say("starting the FastAPI baseline (d)")
-        with fastapi_server(files) as url:
-            _measure_series(
-                result,
-                "d",
-                lambda: JsonHttpTarget(url, name=CONFIG_NAMES["d"]),
-                texts,
-                options,
-                say,
+    keys = [k for k in "abcde" if k in options.configs]
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tritonctl-bench-")))
+        limit = InProcessLimit(files) if "a" in keys else None
+        served: dict[str, Callable[[int], Point]] = {}
+        main_server: LocalTriton | None = None
+        if "b" in keys or "e" in keys:
+            models = [ENSEMBLE] + ([ENSEMBLE_INT8] if "e" in keys else [])
+            staged = stage_repository(
+                options.repository, tmp / "tuned", models, edit=without_response_cache
             )
+            say("starting Triton (b, e)")
+            main_server = stack.enter_context(_triton(staged, models))
+            for key, model in (("b", ENSEMBLE), ("e", ENSEMBLE_INT8)):
+                if key in keys:
+                    served[key] = functools.partial(
+                        lambda c, k, m, srv: _served_point(
+                            result,
+                            k,
+                            _triton_target(srv, m, options, CONFIG_NAMES[k]),
+                            texts,
+                            c,
+                            options,
+                            srv.metrics_url,
+                        ),
+                        k=key,
+                        m=model,
+                        srv=main_server,
+                    )
+        if "c" in keys:
+            staged = stage_repository(
+                options.repository,
+                tmp / "unbatched",
+                [ENSEMBLE],
+                edit=chain(without_response_cache, without_dynamic_batching),
+            )
+            say("starting Triton without dynamic batching (c)")
+            unbatched = stack.enter_context(_triton(staged, [ENSEMBLE]))
+            served["c"] = lambda c: _served_point(
+                result,
+                "c",
+                _triton_target(unbatched, ENSEMBLE, options, CONFIG_NAMES["c"]),
+                texts,
+                c,
+                options,
+                unbatched.metrics_url,
+            )
+        if "d" in keys:
+            say("starting the FastAPI baseline (d)")
+            url = stack.enter_context(fastapi_server(files))
+            served["d"] = lambda c: _served_point(
+                result, "d", JsonHttpTarget(url, name=CONFIG_NAMES["d"]), texts, c, options, None
+            )
+        for concurrency in options.concurrencies:
+            for key in keys:
+                say(f"{CONFIG_NAMES[key]} @ c={concurrency}")
+                if key == "a":
+                    assert limit is not None
+                    result.points.append(limit.point(result, texts, concurrency, options))
+                else:
+                    result.points.append(served[key](concurrency))
+        if limit is not None:
+            run_inprocess_probes(result, limit, texts, options, say)
+        if main_server is not None and "b" in keys:
+            run_probes(result, main_server, texts, options, say)
+            if options.profile:
+                run_profile(result, main_server, texts, options, say)
     result.machine["load_average_end"] = list(os.getloadavg())
     return result
