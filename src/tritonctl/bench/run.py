@@ -215,8 +215,21 @@ class InProcessLimit:
             parallel.extra["layout"]: round(parallel.throughput, 1),
         }
         self.measured += [one, parallel]
-        # At batch 1 the single-request latency is the point: keep the one-session layout there.
-        return one if batch == 1 or one.throughput >= parallel.throughput else parallel
+        if batch == 1:
+            # A single request is one stream: the faster of one session on all cores and one
+            # single-threaded session (ONNX Runtime's spinning pool suffers on shared cores).
+            lone = inprocess.measure_batch(
+                self.singles[0],
+                texts,
+                1,
+                warmup_s=min(options.warmup_s, 1.0),
+                duration_s=options.duration_s / 2,
+                name=CONFIG_NAMES["a"],
+            )
+            lone.extra["layout"] = "1 session x 1 thread"
+            result.probes["a_layouts"]["1"][lone.extra["layout"]] = round(lone.throughput, 1)
+            return one if one.p50_ms <= lone.p50_ms else lone
+        return one if one.throughput >= parallel.throughput else parallel
 
 
 def run_inprocess_probes(
