@@ -125,17 +125,20 @@ def test_text_routing_follows_the_parameters(triton: LocalTriton) -> None:
 def test_overload_sheds_low_priority_text_to_int8_and_keeps_p95_in_the_slo(
     triton: LocalTriton,
 ) -> None:
-    """One short burst each: static FP32, static INT8, adaptive (low priority).
+    """24 closed-loop clients against static FP32, static INT8 and adaptive (low priority).
 
-    The SLO is set between the two static deployments' p95 (so FP32 misses it by construction
-    only if INT8 is really faster under this load; the test asserts that first). Every request
+    The three deployments run in interleaved rounds (1.5 s each, 4 rounds) and each one's p95
+    is taken over all its rounds, so a neighbour that loads the machine for a few seconds
+    weighs on all three alike instead of on whichever ran then. The SLO comes from the static
+    runs: halfway between INT8's p95 and FP32's, so FP32 misses it by half their gap, which
+    the precondition (INT8 clearly faster) makes at least 10 % of FP32's p95. Every request
     carries a text never sent before: the pipelines' response cache would otherwise answer all
-    but the first, and every route would look equally fast. 24 clients: at 12 the router's own
-    cost (one BLS round per execute) kept its p95 above the SLO on this 2-core machine.
+    but the first, and every route would look equally fast.
     """
-    clients, seconds = 24, 3.0
+    clients, seconds, rounds = 24, 1.5, 4
     numbers = itertools.count()
     local = threading.local()
+    opened: list[http.InferenceServerClient] = []
 
     def caller(model: str, **params: object):
         def call():
@@ -150,23 +153,30 @@ def test_overload_sheds_low_priority_text_to_int8_and_keeps_p95_in_the_slo(
 
         return call
 
-    opened: list[http.InferenceServerClient] = []
-    p95 = {}
+    runs = {
+        "fp32": caller("text_embedding"),
+        "int8": caller("text_embedding_int8"),
+        "adaptive": caller("text_embedding_adaptive", priority_class="low"),
+    }
+    latencies: dict[str, list[float]] = {name: [] for name in runs}
+    results = []
     try:
-        for model in ("text_embedding", "text_embedding_int8"):
-            burst(caller(model), clients, 1.0)  # warm-up
-            latencies, _ = burst(caller(model), clients, seconds)
-            p95[model] = float(np.percentile(latencies, 95))
-        assert p95["text_embedding_int8"] < 0.8 * p95["text_embedding"], p95
-        slo = (p95["text_embedding"] + p95["text_embedding_int8"]) / 2
-        latencies, results = burst(
-            caller("text_embedding_adaptive", priority_class="low"), clients, seconds
-        )
+        for call in runs.values():
+            burst(call, clients, 0.5)  # warm-up: connections, router instances, batch shapes
+        for _ in range(rounds):
+            for name, call in runs.items():
+                measured, out = burst(call, clients, seconds)
+                latencies[name].extend(measured)
+                if name == "adaptive":
+                    results.extend(out)
     finally:
         for client in opened:
             client.close()
+    p95 = {name: round(float(np.percentile(values, 95)), 1) for name, values in latencies.items()}
     routes = [r.as_numpy("ROUTE").reshape(-1)[0] for r in results]
-    p95["adaptive"] = float(np.percentile(latencies, 95))
     shed = routes.count(b"fast") / len(routes)
-    assert shed > 0.5, (shed, p95)
-    assert p95["text_embedding"] > slo >= p95["adaptive"], (slo, p95)
+    assert p95["int8"] < 0.8 * p95["fp32"], p95  # the trade-off exists on this machine
+    slo = (p95["fp32"] + p95["int8"]) / 2
+    print(f"p95 ms {p95}, SLO {slo:.1f} ms, shed to INT8 {shed:.3f}")
+    assert shed > 0.9, (shed, p95)
+    assert p95["fp32"] > slo >= p95["adaptive"], (slo, p95, shed)

@@ -17,24 +17,37 @@ Request parameters (all optional):
   otherwise) or ``low`` (the default: accurate route unless the server is under pressure).
   ``priority`` itself is Triton's reserved scheduling parameter, hence the name.
 
-Queue pressure: the model has a dynamic batcher, so each ``execute`` receives every request
-that waited in Triton's queue for it (up to ``max_batch_size``). That number of items is the
-pressure: at or above the config parameter ``pressure_threshold`` low-priority requests are shed
-to the fast route. (The Python backend cannot read Triton's statistics or metrics; the batch the
-scheduler hands over is the server's own view of the queue.) The accurate route's expected
-latency is an EWMA of its measured milliseconds per item times the pressure.
+Queue pressure: the items the router is working on right now, across all its instances.
+The router runs several instances (``instance_group`` count N, KIND_CPU) because an
+``execute`` waits for its BLS calls (async ``execute`` overlaps only in decoupled models,
+which Triton's HTTP and unary gRPC endpoints refuse): with one instance the router is a
+serial stage and adds a full pipeline round trip to every queued batch. Each instance writes
+the size of the batch it is executing into its own slot of a small shared file (one int64 per
+instance, ``<tmp>/tritonctl_adaptive_<server pid>_<model>``, no lock needed since each slot
+has one writer) and zeroes it when the batch is answered; the pressure an ``execute`` sees is
+the sum of all slots, its own batch included. At or above the config parameter
+``pressure_threshold`` low-priority requests are shed to the fast route, and an instance keeps
+shedding for ``pressure_hold_ms`` (200) after it last saw that pressure: in a closed loop the
+in-flight count dips whenever a wave of responses has gone out and the next requests are still
+in the router's queue, and without the hold those dips sent a few % of an overload's requests
+to the slow route, right into its p95. (The Python backend
+cannot read Triton's statistics or metrics in-process; the batches its scheduler hands over are
+the server's own view of the load.) The accurate route's expected latency is an EWMA of its
+measured milliseconds per item times the pressure.
 
 The requests of a route go to their pipeline as one BLS request (inputs concatenated), and
 the two routes run concurrently (``async_exec``). ``calls_per_route`` (config parameter, 1) can
-split a route into that many concurrent BLS requests, so that the pipeline's batchers spread the
-items over all encoder instances; in Triton 2.51 (this machine, 12 clients, forced fast route)
-2 concurrent calls per execute measured p50 103 ms / p95 1,013 ms against 59 / 143 ms with one,
-hence the default. A call that fails is retried request by
-request so that one bad input fails only its own request.
+split a route into that many concurrent BLS requests; in Triton 2.51 (this machine, 12
+clients, forced fast route, one instance) 2 calls per execute measured p50 103 ms / p95
+1,013 ms against 59 / 143 ms with one, hence the default. A call that fails is retried request
+by request so that one bad input fails only its own request.
 """
 
 import asyncio
 import json
+import mmap
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -73,6 +86,52 @@ def _parameter(config, key, default):
     return config.get("parameters", {}).get(key, {}).get("string_value") or default
 
 
+class SharedLoad:
+    """Items in flight per router instance, in a file every instance of the model maps."""
+
+    def __init__(self, model, instances, slot):
+        path = os.path.join(tempfile.gettempdir(), f"tritonctl_adaptive_{os.getppid()}_{model}")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < 8 * instances:
+                os.ftruncate(fd, 8 * instances)
+            self.map = mmap.mmap(fd, 8 * instances)
+        finally:
+            os.close(fd)
+        self.path = path
+        self.slots = np.frombuffer(self.map, dtype=np.int64, count=instances)
+        self.slot = slot
+
+    def start(self, items):
+        """Record this instance's batch; return the items in flight across all instances."""
+        self.slots[self.slot] = items
+        return int(self.slots.sum())
+
+    def done(self):
+        self.slots[self.slot] = 0
+
+    def close(self):
+        self.done()
+        del self.slots
+        self.map.close()
+        try:
+            os.unlink(self.path)  # the next instance to start recreates it
+        except FileNotFoundError:
+            pass
+
+
+def _instance_slot(config, instance_name):
+    """(instances, this one's index): instance names are ``<group name>_<index in group>``."""
+    names = [
+        f"{group.get('name') or config['name']}_{i}"
+        for group in config.get("instance_group", [])
+        for i in range(int(group.get("count", 1)))
+    ]
+    if instance_name in names:
+        return len(names), names.index(instance_name)
+    return max(len(names), 1) + 1, max(len(names), 1)  # unknown naming: a slot of its own
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -84,11 +143,15 @@ class TritonPythonModel:
         if not all(self.models.values()):
             raise pb_utils.TritonModelException("set parameters accurate_model and fast_model")
         self.threshold = int(_parameter(config, "pressure_threshold", "8"))
+        self.hold = float(_parameter(config, "pressure_hold_ms", "200")) / 1000.0
+        self.high_until = 0.0
         self.alpha = float(_parameter(config, "ewma_alpha", "0.2"))
         self.calls_per_route = max(1, int(_parameter(config, "calls_per_route", "1")))
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"] if o["name"] != "ROUTE"]
         self.ms_per_item = {route: 0.0 for route in ROUTES}
+        instances, slot = _instance_slot(config, args["model_instance_name"])
+        self.load = SharedLoad(self.name, instances, slot)
         # The family must outlive its metrics: keep a reference.
         self.family = family = pb_utils.MetricFamily(
             name="tritonctl_adaptive_route_total",
@@ -98,13 +161,27 @@ class TritonPythonModel:
         self.counters = {r: family.Metric(labels={"model": self.name, "route": r}) for r in ROUTES}
 
     def execute(self, requests):
-        responses = [None] * len(requests)
         tensors = []  # per request: {input name: array}
         for r in requests:
             tensors.append(
                 {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs}
             )
-        pressure = sum(len(t[self.inputs[0]]) for t in tensors)
+        pressure = self.load.start(sum(len(t[self.inputs[0]]) for t in tensors))
+        now = time.monotonic()
+        if pressure >= self.threshold:
+            self.high_until = now + self.hold
+        elif now < self.high_until:
+            pressure = self.threshold  # hold: one lull between batches does not end an overload
+        try:
+            return self._route(requests, tensors, pressure)
+        finally:
+            self.load.done()
+
+    def finalize(self):
+        self.load.close()
+
+    def _route(self, requests, tensors, pressure):
+        responses = [None] * len(requests)
         groups = {route: [] for route in ROUTES}
         for index, request in enumerate(requests):
             try:

@@ -29,6 +29,9 @@ ROUTES = {
 }
 #: items queued for the adaptive model at which low-priority requests go to the fast route
 PRESSURE_THRESHOLD = 8
+#: router instances per model: an ``execute`` waits for its BLS calls, so with one instance the
+#: router is a serial stage; text needs more of them in flight than the digits' short pipeline
+INSTANCES = {"text_embedding_adaptive": 8, "digit_classifier_adaptive": 4}
 QUEUE_DELAY_US = 500
 
 
@@ -41,7 +44,7 @@ def adaptive_config(name: str, accurate: ModelConfig, fast_model: str) -> ModelC
     # The batcher hands execute() everything that queued up: that count is the queue pressure.
     config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
     config.instance_group.append(
-        mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+        mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=INSTANCES.get(name, 4))
     )
     set_parameter(config, "accurate_model", accurate.name)
     set_parameter(config, "fast_model", fast_model)
