@@ -44,6 +44,7 @@ by request so that one bad input fails only its own request.
 """
 
 import asyncio
+import contextlib
 import json
 import mmap
 import os
@@ -114,10 +115,8 @@ class SharedLoad:
         self.done()
         del self.slots
         self.map.close()
-        try:
-            os.unlink(self.path)  # the next instance to start recreates it
-        except FileNotFoundError:
-            pass
+        with contextlib.suppress(FileNotFoundError):  # another instance was first
+            os.unlink(self.path)
 
 
 def _instance_slot(config, instance_name):
