@@ -33,7 +33,8 @@ in the router's queue, and without the hold those dips sent a few % of an overlo
 to the slow route, right into its p95. (The Python backend
 cannot read Triton's statistics or metrics in-process; the batches its scheduler hands over are
 the server's own view of the load.) The accurate route's expected latency is an EWMA of its
-measured milliseconds per item times the pressure.
+measured milliseconds per item (kept in the same file, so all instances share it) times the
+pressure.
 
 The requests of a route go to their pipeline as one BLS request (inputs concatenated), and
 the two routes run concurrently (``async_exec``). ``calls_per_route`` (config parameter, 1) can
@@ -88,19 +89,25 @@ def _parameter(config, key, default):
 
 
 class SharedLoad:
-    """Items in flight per router instance, in a file every instance of the model maps."""
+    """Items in flight per router instance, and the routes' ms-per-item EWMA, in a file every
+    instance of the model maps: an estimate one instance measured serves them all."""
 
     def __init__(self, model, instances, slot):
         path = os.path.join(tempfile.gettempdir(), f"tritonctl_adaptive_{os.getppid()}_{model}")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if os.fstat(fd).st_size < 8 * instances:
-                os.ftruncate(fd, 8 * instances)
-            self.map = mmap.mmap(fd, 8 * instances)
+            size = 8 * (instances + len(ROUTES))
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            self.map = mmap.mmap(fd, size)
         finally:
             os.close(fd)
         self.path = path
-        self.slots = np.frombuffer(self.map, dtype=np.int64, count=instances)
+        # Several writers, last one wins: fine for an estimate; aligned 8-byte stores are atomic.
+        self.ms_per_item = np.frombuffer(self.map, dtype=np.float64, count=len(ROUTES))
+        self.slots = np.frombuffer(
+            self.map, dtype=np.int64, count=instances, offset=8 * len(ROUTES)
+        )
         self.slot = slot
 
     def start(self, items):
@@ -113,7 +120,7 @@ class SharedLoad:
 
     def close(self):
         self.done()
-        del self.slots
+        del self.slots, self.ms_per_item
         self.map.close()
         with contextlib.suppress(FileNotFoundError):  # another instance was first
             os.unlink(self.path)
@@ -148,7 +155,6 @@ class TritonPythonModel:
         self.calls_per_route = max(1, int(_parameter(config, "calls_per_route", "1")))
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"] if o["name"] != "ROUTE"]
-        self.ms_per_item = {route: 0.0 for route in ROUTES}
         instances, slot = _instance_slot(config, args["model_instance_name"])
         self.load = SharedLoad(self.name, instances, slot)
         # The family must outlive its metrics: keep a reference.
@@ -185,7 +191,7 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             try:
                 params = json.loads(request.parameters() or "{}")
-                route = choose(params, pressure, self.threshold, self.ms_per_item["accurate"])
+                route = choose(params, pressure, self.threshold, self.load.ms_per_item[0])
             except ValueError as error:
                 responses[index] = self._error(str(error))
                 continue
@@ -217,8 +223,8 @@ class TritonPythonModel:
                 return [self._error(response.error().message())]
             return [(await self._run(route, [i], tensors))[0] for i in indices]
         elapsed = (time.perf_counter() - start) * 1000.0 / max(sum(sizes), 1)
-        old = self.ms_per_item[route]
-        self.ms_per_item[route] = elapsed if old == 0 else old + self.alpha * (elapsed - old)
+        ewma, i = self.load.ms_per_item, ROUTES.index(route)
+        ewma[i] = elapsed if ewma[i] == 0 else ewma[i] + self.alpha * (elapsed - ewma[i])
         arrays = {
             n: pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in self.outputs
         }
