@@ -21,10 +21,17 @@ def digits_test_images() -> np.ndarray:
     return read_images(paths.reports_dir() / "digits" / "test_set.npz")
 
 
-def png(image: np.ndarray) -> bytes:
+def png(image: np.ndarray, note: str = "") -> bytes:
+    """``image`` (0–16) as an 8-bit PNG; a ``note`` (a PNG text chunk) makes the bytes unique
+    without changing the pixels, so the response cache has never seen them."""
+    from PIL import PngImagePlugin
+
     buffer = io.BytesIO()
     pixels = np.rint(np.asarray(image).reshape(8, 8) * 255.0 / 16.0).astype(np.uint8)
-    Image.fromarray(pixels).save(buffer, format="PNG")
+    info = PngImagePlugin.PngInfo()
+    if note:
+        info.add_text("note", note)
+    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 

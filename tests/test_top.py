@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 
 import pytest
 import tritonclient.http as http
@@ -26,7 +27,8 @@ def test_top_once_shows_rates_latency_batching_cache_and_drift(
     triton: LocalTriton, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = http.InferenceServerClient(triton.http_address)
-    images = [png(image) for image in digits_test_images()[:20]]
+    nonce = uuid.uuid4().hex  # other tests share the server and its response cache
+    images = [png(image, note=f"{nonce}-{i}") for i, image in enumerate(digits_test_images()[:20])]
     before = scrape(triton.metrics_url)
     for image in images + images[:5]:  # the last five are answered from the response cache
         client.infer("digit_classifier", [bytes_input("IMAGE", [image])])
