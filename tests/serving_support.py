@@ -49,17 +49,20 @@ def gauge(metrics_url: str, name: str, **labels: str) -> float:
 
 
 def burst(
-    call: Callable[[], object], clients: int, seconds: float
+    call: Callable[[], object], clients: int, seconds: float, warmup: float = 0.0
 ) -> tuple[np.ndarray, list[object]]:
-    """``clients`` closed-loop callers for ``seconds``: each request's latency (ms) and result."""
-    deadline = time.perf_counter() + seconds
+    """``clients`` closed-loop callers for ``warmup + seconds``: each request's latency (ms) and
+    result, leaving out the requests started during the first ``warmup`` seconds (the ramp-up)."""
+    begin = time.perf_counter()
+    deadline = begin + warmup + seconds
 
     def loop() -> list[tuple[float, object]]:
         out = []
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             result = call()
-            out.append(((time.perf_counter() - start) * 1000.0, result))
+            if start - begin >= warmup:
+                out.append(((time.perf_counter() - start) * 1000.0, result))
         return out
 
     with ThreadPoolExecutor(clients) as pool:
