@@ -50,9 +50,7 @@ class TritonPythonModel:
             for o in self.config["output"]
         }
         onnx_types = {i.name: i.type for i in self.session.get_inputs()}
-        self.input_dtypes = {
-            name: _ORT_TO_NUMPY.get(onnx_types.get(name)) for name in self.inputs
-        }
+        self.input_dtypes = {name: _ORT_TO_NUMPY.get(onnx_types.get(name)) for name in self.inputs}
         missing = [name for name in self.inputs if name not in onnx_types]
         if missing:
             raise pb_utils.TritonModelException(
