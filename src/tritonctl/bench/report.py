@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
+from tritonctl import plots
 from tritonctl.bench.loadgen import Point
 from tritonctl.bench.run import CONFIG_DESCRIPTIONS, CONFIG_NAMES, BenchResult
 from tritonctl.console import console
@@ -155,12 +156,7 @@ def server_table(result: BenchResult, key: str = "b") -> Table:
 
 
 def plot(result: BenchResult, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure, axis = plots.figure(8, 5)
     for key in "abcde":
         points = result.series(key)
         if not points:
@@ -179,11 +175,7 @@ def plot(result: BenchResult, path: Path) -> Path:
     axis.set_title("text embedding: throughput against p95 latency")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return plots.save(figure, path, dpi=120)
 
 
 def to_json(result: BenchResult, items: list[Ratio]) -> dict[str, Any]:

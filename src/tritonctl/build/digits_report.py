@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tritonctl import plots
 from tritonctl.console import console
 
 
@@ -51,12 +52,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 def chart(report: dict[str, Any], path: Path) -> Path:
     """Held-out accuracy against batch-1 latency, one labelled point per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plots.figure(7, 4.5)
     for name, row in report["variants"].items():
         ax.scatter(row["latency_ms_batch1"], row["accuracy"] * 100, s=40 + row["macs"] / 20_000)
         ax.annotate(
@@ -78,8 +74,4 @@ def chart(report: dict[str, Any], path: Path) -> Path:
     ax.set_title("digits: accuracy against latency (marker size ∝ MACs)")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path, dpi=120)

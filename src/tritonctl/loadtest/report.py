@@ -6,10 +6,8 @@ server-side time per request, and each objective against its limit.
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from tritonctl import plots
 from tritonctl.loadtest.results import PERCENTILES, Measurement, Samples
 from tritonctl.loadtest.slo import ObjectiveResult, SloProfile
 from tritonctl.metrics import ModelDelta
@@ -55,23 +54,10 @@ def per_second(samples: Samples, start: float) -> list[dict[str, float]]:
 
 # Plots ------------------------------------------------------------------------------------
 def _figure(width: float = 8.0, height: float = 3.6) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
-    return fig, ax
+    return plots.figure(width, height)
 
 
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+_png = plots.png_bytes
 
 
 def plot_latency(series: list[dict[str, float]], discarded_s: float, profile: SloProfile) -> bytes:
@@ -213,9 +199,7 @@ def server_summary(measurement: Measurement, model: str) -> dict[str, Any]:
     return summary
 
 
-def image_tag(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+image_tag = plots.img_tag
 
 
 _CSS = """

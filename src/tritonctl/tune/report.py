@@ -4,7 +4,6 @@ JSON, PNG and one self-contained HTML page (the image inlined as base64)."""
 
 from __future__ import annotations
 
-import base64
 import difflib
 import html
 import json
@@ -14,6 +13,7 @@ from typing import Any
 from rich.syntax import Syntax
 from rich.table import Table
 
+from tritonctl import plots
 from tritonctl.console import console
 from tritonctl.loadtest.slo import Objectives
 from tritonctl.tune.search import SearchResult, Trial
@@ -63,12 +63,7 @@ def trials_table(result: SearchResult) -> Table:
 
 
 def plot(result: SearchResult, objectives: Objectives, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure, axis = plots.figure(8, 5)
 
     def scatter(trials: list[Trial], **style: Any) -> None:
         if trials:
@@ -91,15 +86,10 @@ def plot(result: SearchResult, objectives: Objectives, path: Path) -> Path:
     axis.set_title("tune: each measured configuration")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return plots.save(figure, path, dpi=110)
 
 
 def html_report(summary: dict[str, Any], result: SearchResult, png: Path, diffs: str) -> str:
-    image = base64.b64encode(png.read_bytes()).decode()
     baseline = result.baseline.candidate
     rows = []
     for trial in result.trials:
@@ -129,7 +119,7 @@ td:nth-child(2){{text-align:left}}pre{{background:#f4f4f4;padding:1em;overflow-x
 <h1>tritonctl tune: {html.escape(str(summary.get("model")))}</h1>
 <ul>{facts}</ul>
 <h2>Throughput against p95 latency</h2>
-<img alt="throughput against p95" src="data:image/png;base64,{image}">
+{plots.img_tag(png.read_bytes(), "throughput against p95")}
 <h2>Measured configurations</h2>
 <table><tr><th>#</th><th>change from baseline</th><th>throughput/s</th><th>p50 ms</th>
 <th>p95 ms</th><th>p99 ms</th><th>SLO</th></tr>{"".join(rows)}</table>
