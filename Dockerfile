@@ -19,8 +19,10 @@ USER root
 COPY docker/locust-requirements.txt /tmp/requirements.txt
 RUN python3 -m pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
 COPY --chown=1000:1000 loadtests/ /loadtests/
+# The project's text corpus (tritonctl.corpus), importable without installing the package.
+COPY --chown=1000:1000 src/tritonctl/__init__.py src/tritonctl/corpus.py /src/tritonctl/
 WORKDIR /loadtests
-ENV HOME=/tmp PYTHONDONTWRITEBYTECODE=1
+ENV HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/src
 USER 1000:1000
 ENTRYPOINT ["locust"]
 
