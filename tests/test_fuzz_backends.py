@@ -56,7 +56,7 @@ def test_image_decode_accepts_or_names_the_problem(data: bytes) -> None:
     height=st.integers(1, 64),
     mode=st.sampled_from(["L", "RGB", "RGBA", "P", "1", "I;16"]),
     fmt=st.sampled_from(["PNG", "BMP", "GIF", "TIFF"]),
-    cut=st.floats(0.1, 1.0),
+    cut=st.floats(0.1, 1.0, allow_subnormal=False),
 )
 def test_image_decode_on_real_and_truncated_images(
     width: int, height: int, mode: str, fmt: str, cut: float
@@ -84,7 +84,9 @@ def test_image_decode_on_real_and_truncated_images(
     logits=hnp.arrays(
         np.float32,
         st.tuples(st.integers(1, 16), st.just(10)),
-        elements=st.floats(-1e4, 1e4, width=32),
+        # No subnormals: ONNX Runtime or torch, loaded earlier in this process, may set the
+        # CPU to flush-to-zero, and hypothesis then refuses to generate them.
+        elements=st.floats(-1e4, 1e4, width=32, allow_subnormal=False),
     ),
     k=st.integers(1, 10),
 )
