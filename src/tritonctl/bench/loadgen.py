@@ -182,7 +182,38 @@ def run_point(
 # Targets ---------------------------------------------------------------------------------------
 
 
-class TritonGrpcTarget:
+def _text_inputs(module: Any, name: str, texts: Sequence[str], config: dict[str, Any]) -> list[Any]:
+    """One prepared BYTES input per text (``[1, 1]`` for a batching model, else ``[1]``)."""
+    shape = [1, 1] if int(config.get("max_batch_size", 0)) > 0 else [1]
+    inputs = []
+    for text in texts:
+        tensor = module.InferInput(name, shape, "BYTES")
+        tensor.set_data_from_numpy(np.array([text.encode()], dtype=np.object_).reshape(shape))
+        inputs.append(tensor)
+    return inputs
+
+
+class _TritonTarget:
+    """What the gRPC and HTTP targets share: one prepared request per text, sent by index."""
+
+    model: str
+    output_name: str
+    _client: Any
+    _inputs: list[Any]
+    _outputs: list[Any]
+
+    async def call(self, index: int) -> None:
+        result = await self._client.infer(self.model, [self._inputs[index]], outputs=self._outputs)
+        if result.as_numpy(self.output_name) is None:
+            raise RuntimeError(f"{self.model}: no {self.output_name} in the response")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+class TritonGrpcTarget(_TritonTarget):
     """A Triton model with one ``TEXT`` (BYTES) input, over ``tritonclient.grpc.aio``.
 
     ``shm_output`` receives the output into a system shared-memory region per concurrent slot
@@ -211,27 +242,11 @@ class TritonGrpcTarget:
 
         self._client = grpcclient.InferenceServerClient(self.address)
         config = await self._client.get_model_config(self.model, as_json=True)
-        batched = int(config["config"].get("max_batch_size", 0)) > 0
-        shape = [1, 1] if batched else [1]
-        self._inputs = []
-        for text in texts:
-            tensor = grpcclient.InferInput(self.input_name, shape, "BYTES")
-            tensor.set_data_from_numpy(np.array([text.encode()], dtype=np.object_).reshape(shape))
-            self._inputs.append(tensor)
+        self._inputs = _text_inputs(grpcclient, self.input_name, texts, config["config"])
         self._outputs = [grpcclient.InferRequestedOutput(self.output_name)]
 
-    async def call(self, index: int) -> None:
-        result = await self._client.infer(self.model, [self._inputs[index]], outputs=self._outputs)
-        if result.as_numpy(self.output_name) is None:
-            raise RuntimeError(f"{self.model}: no {self.output_name} in the response")
 
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-
-class TritonHttpTarget:
+class TritonHttpTarget(_TritonTarget):
     """The same call over ``tritonclient.http.aio`` (binary tensor data, JSON header)."""
 
     def __init__(
@@ -256,24 +271,8 @@ class TritonHttpTarget:
 
         self._client = httpclient.InferenceServerClient(self.address, conn_limit=self.concurrency)
         config = await self._client.get_model_config(self.model)
-        batched = int(config.get("max_batch_size", 0)) > 0
-        shape = [1, 1] if batched else [1]
-        self._inputs = []
-        for text in texts:
-            tensor = httpclient.InferInput(self.input_name, shape, "BYTES")
-            tensor.set_data_from_numpy(np.array([text.encode()], dtype=np.object_).reshape(shape))
-            self._inputs.append(tensor)
+        self._inputs = _text_inputs(httpclient, self.input_name, texts, config)
         self._outputs = [httpclient.InferRequestedOutput(self.output_name, binary_data=True)]
-
-    async def call(self, index: int) -> None:
-        result = await self._client.infer(self.model, [self._inputs[index]], outputs=self._outputs)
-        if result.as_numpy(self.output_name) is None:
-            raise RuntimeError(f"{self.model}: no {self.output_name} in the response")
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
 
 
 class JsonHttpTarget:
