@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonctl.bench.loadgen import Point, percentiles
+from tritonctl.bench.loadgen import Point
 
 #: the text-embedding pipeline's padding buckets (used when the tokenizer config names none)
 DEFAULT_BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -140,18 +140,12 @@ def measure_batch(
         sentences += batch_size
         index += 1
     elapsed = time.perf_counter() - start
-    p50, p95, p99, mean = percentiles(latencies)
-    return Point(
-        config=name,
-        concurrency=batch_size,
+    return Point.measured(
+        name,
+        batch_size,
+        latencies,
         requests=sentences,
-        errors=0,
         seconds=elapsed,
-        throughput=sentences / elapsed,
-        p50_ms=p50,
-        p95_ms=p95,
-        p99_ms=p99,
-        mean_ms=mean,
         client_cpu_cores=(time.process_time() - cpu_start) / elapsed,
         extra={"batch_size": batch_size, "grouped_by_bucket": grouped, "pad_to": pad_to},
     )
@@ -206,20 +200,12 @@ def measure_parallel(
         thread.join()
     cpu = (time.process_time() - cpu_start) / (warmup_s + duration_s)
     flat = [value for slot in latencies for value in slot]
-    p50, p95, p99, mean = percentiles(flat)
-    sentences = len(flat) * batch_size
-    elapsed = max(max(finished), end_at) - start_at
-    return Point(
-        config=name,
-        concurrency=batch_size,
-        requests=sentences,
-        errors=0,
-        seconds=elapsed,
-        throughput=sentences / elapsed,
-        p50_ms=p50,
-        p95_ms=p95,
-        p99_ms=p99,
-        mean_ms=mean,
+    return Point.measured(
+        name,
+        batch_size,
+        flat,
+        requests=len(flat) * batch_size,
+        seconds=max(max(finished), end_at) - start_at,
         client_cpu_cores=cpu,
         extra={"batch_size": batch_size, "sessions": len(embedders), "threads_per_session": 1},
     )

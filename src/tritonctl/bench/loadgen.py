@@ -50,6 +50,38 @@ class Point:
     first_error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def measured(
+        cls,
+        config: str,
+        concurrency: int,
+        latencies_s: Sequence[float],
+        *,
+        requests: int,
+        seconds: float,
+        client_cpu_cores: float,
+        errors: int = 0,
+        first_error: str = "",
+        extra: dict[str, Any] | None = None,
+    ) -> Point:
+        """A point from the window's latencies (seconds) and what it served in ``seconds``."""
+        p50, p95, p99, mean = percentiles(latencies_s)
+        return cls(
+            config=config,
+            concurrency=concurrency,
+            requests=requests,
+            errors=errors,
+            seconds=seconds,
+            throughput=requests / seconds,
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
+            mean_ms=mean,
+            client_cpu_cores=client_cpu_cores,
+            first_error=first_error,
+            extra=extra or {},
+        )
+
     @property
     def client_cpu_share(self) -> float:
         """The client's CPU time as a fraction of the whole machine."""
@@ -137,20 +169,15 @@ async def closed_loop(
         await asyncio.gather(cpu_marker(), *(worker() for _ in range(concurrency)))
     finally:
         await target.close()
-    p50, p95, p99, mean = percentiles(latencies)
     cpu = (cpu_at_window[1] - cpu_at_window[0]) / duration_s if len(cpu_at_window) == 2 else 0.0
-    return Point(
-        config=target.name,
-        concurrency=concurrency,
+    return Point.measured(
+        target.name,
+        concurrency,
+        latencies,
         requests=len(latencies),
-        errors=errors,
         seconds=duration_s,
-        throughput=len(latencies) / duration_s,
-        p50_ms=p50,
-        p95_ms=p95,
-        p99_ms=p99,
-        mean_ms=mean,
         client_cpu_cores=cpu,
+        errors=errors,
         first_error=first_error,
     )
 
