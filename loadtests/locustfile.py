@@ -10,8 +10,13 @@ Environment:
     TRITON_PROTOCOL   ``grpc`` (default) or ``http``; --host is that endpoint
     TRITON_BATCH      items per request (default 1)
     TRITON_WAIT_S     think time between a user's requests (default 0: closed loop)
+    LOADTEST_ARRIVAL_RATE   open loop: requests per second per user, sent whatever the
+                      answers; latency counts from when each was due (see triton_user.py)
+    LOADTEST_ARRIVALS ``poisson`` (default) or ``constant`` (see arrivals.py)
+    LOADTEST_MAX_IN_FLIGHT  open loop: requests in flight per user at most (default 256)
     LOADTEST_SHAPE    ``constant`` (default), ``step`` or ``ramp`` (see shapes.py)
-    LOADTEST_WARMUP_S, LOADTEST_OUTPUT_DIR, TRITON_METRICS_URL   see measurement.py
+    LOADTEST_WARMUP_S, LOADTEST_DURATION_S, LOADTEST_OUTPUT_DIR, TRITON_METRICS_URL,
+    LOADTEST_SERVER_PID   see measurement.py
 
 Exactly one User class is concrete: the one for TRITON_MODEL and TRITON_PROTOCOL.
 """
@@ -26,6 +31,7 @@ grpc_gevent.init_gevent()
 
 import os  # noqa: E402
 
+import gevent  # noqa: E402
 import measurement  # noqa: E402, F401  (registers the warm-up and /metrics hooks)
 import payloads  # noqa: E402
 from locust import events  # noqa: E402
@@ -103,6 +109,10 @@ def _build_payloads(**_: object) -> None:
         payloads.image_arrays()  # about a second: 1,797 PNG encodings
     elif MODEL.startswith("text_embedding"):
         payloads.text_pool()
+    # gevent's timers count from the loop's cached clock, which went stale while the imports
+    # and the pools above blocked: without this, Locust's --run-time timer (set next) fires
+    # seconds early and the measured window comes out shorter than asked.
+    gevent.get_hub().loop.update_now()
 
 
 @events.quitting.add_listener

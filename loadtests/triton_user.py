@@ -1,8 +1,17 @@
 """A Locust ``User`` that sends inference requests to Triton over gRPC or HTTP.
 
+Closed loop (the default): each user sends its next request when the previous one is answered.
+Open loop (``LOADTEST_ARRIVAL_RATE`` > 0): each user sends that many requests per second on the
+schedule of ``arrivals.py`` (``LOADTEST_ARRIVALS``: ``poisson`` or ``constant``), whatever the
+answers. Its scheduler never waits: each request is noted as due on time and queued for one of
+``LOADTEST_MAX_IN_FLIGHT`` (default 256) sending greenlets; one that waits for a free sender
+keeps its due time, and one still queued when the run ends is reported as unanswered.
+
 Each request fires one Locust ``request`` event: ``request_type`` is the protocol, ``name`` the
-model, ``response_time`` the wall time of ``client.infer`` in milliseconds. Transport errors and
-Triton's error responses (``InferenceServerException``) are failures carrying Triton's message.
+model, ``response_time`` the latency in milliseconds from the intended send time (closed loop:
+from the actual send), and ``context`` carries ``sent`` (that time, Unix seconds) and
+``service_ms`` (actual send to answer). Transport errors and Triton's error responses
+(``InferenceServerException``) are failures carrying Triton's message.
 
 The request's tensors come from the model's own metadata (names, datatypes, shapes), so any
 model works; BYTES inputs get texts or PNG images (see ``payloads``), numeric ones random data.
@@ -18,7 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import arrivals
 import gevent.lock
+import gevent.pool
+import gevent.queue
+import measurement
 import numpy as np
 import payloads
 from locust import User, constant, task
@@ -61,7 +74,13 @@ def close_all_clients() -> None:
         close_client(_OPEN_CLIENTS[-1])
 
 
-def make_client(protocol: str, address: str) -> Any:
+ARRIVAL_RATE = float(os.environ.get("LOADTEST_ARRIVAL_RATE", "0") or 0)
+ARRIVALS = os.environ.get("LOADTEST_ARRIVALS", "poisson").lower()
+MAX_IN_FLIGHT = int(os.environ.get("LOADTEST_MAX_IN_FLIGHT", "256") or 256)
+
+
+def make_client(protocol: str, address: str, connections: int = 1) -> Any:
+    """A client; ``connections`` is the HTTP connection pool (gRPC multiplexes one channel)."""
     if protocol == "grpc":
         import tritonclient.grpc as grpcclient
 
@@ -70,7 +89,9 @@ def make_client(protocol: str, address: str) -> Any:
         import tritonclient.http as httpclient
 
         # Network timeouts well above any latency objective, so slow answers count as slow, not lost.
-        return httpclient.InferenceServerClient(address, connection_timeout=30, network_timeout=120)
+        return httpclient.InferenceServerClient(
+            address, connection_timeout=30, network_timeout=120, concurrency=connections
+        )
     raise ValueError(f"unknown protocol {protocol!r}: use grpc or http")
 
 
@@ -158,51 +179,86 @@ def response_bytes(result: Any, protocol: str) -> int:
 
 
 class TritonUser(User):
-    """Closed-loop client: sends the next request as soon as the previous one is answered."""
+    """Closed-loop client by default; an open-loop sender when ``LOADTEST_ARRIVAL_RATE`` is set."""
 
     abstract = True
     model: str = "text_embedding"
     protocol: str = "grpc"
     batch: int = int(os.environ.get("TRITON_BATCH", "1"))
     wait_time = constant(float(os.environ.get("TRITON_WAIT_S", "0")))
+    arrival_rate: float = ARRIVAL_RATE
 
     def on_start(self) -> None:
         self.address = split_host(self.host, self.protocol)
-        self.client = make_client(self.protocol, self.address)
+        open_loop = self.arrival_rate > 0
+        self.client = make_client(self.protocol, self.address, MAX_IN_FLIGHT if open_loop else 1)
         _OPEN_CLIENTS.append(self.client)
         self.rng = random.Random(id(self))
+        self.senders: gevent.pool.Group | None = None
+        self.queue: gevent.queue.Queue[tuple[list[Any], float, int]] = gevent.queue.Queue()
         with _PREPARE:
             self.specs = model_inputs(
                 self.client, self.protocol, self.address, self.model, self.batch
             )
             build_inputs(self.protocol, self.specs, self.rng)  # builds the payload pools, untimed
+        if open_loop:
+            self.senders = gevent.pool.Group()
+            for _ in range(MAX_IN_FLIGHT):
+                self.senders.spawn(self._sender)
 
     def on_stop(self) -> None:
+        if self.senders is not None:
+            # Requests still out or queued stay in measurement's table: reported as unanswered.
+            # Wait for the senders to die first: one still running after the close would fail
+            # on the closed channel and be counted as an error instead.
+            self.senders.kill(block=True, timeout=5)
         close_client(self.client)
+
+    def _sender(self) -> None:
+        while True:
+            inputs, sent, token = self.queue.get()
+            self.send(inputs, sent, token)
 
     @task
     def infer(self) -> None:
-        inputs = build_inputs(self.protocol, self.specs, self.rng)
+        if self.senders is None:
+            self.send(build_inputs(self.protocol, self.specs, self.rng))
+            return
+        # Open loop: this task never returns; Locust kills it when the run stops.
+        for sent in arrivals.send_times(self.arrival_rate, ARRIVALS, time.time(), self.rng):
+            inputs = build_inputs(self.protocol, self.specs, self.rng)  # while waiting
+            delay = sent - time.time()
+            if delay > 0:
+                gevent.sleep(delay)
+            self.queue.put((inputs, sent, measurement.request_due(sent)))  # never blocks
+
+    def send(self, inputs: list[Any], sent: float | None = None, token: int | None = None) -> None:
+        """One request; its latency counts from ``sent`` (when it was due), else from now."""
         exception: Exception | None = None
         length = 0
-        start = time.perf_counter()
+        start = time.time()
+        if sent is None:
+            sent = start
+            token = measurement.request_due(sent)
         try:
             result = self.client.infer(self.model, inputs)
-            elapsed_ms = (time.perf_counter() - start) * 1000.0
+            end = time.time()
             length = response_bytes(result, self.protocol)
         except InferenceServerException as error:
-            elapsed_ms = (time.perf_counter() - start) * 1000.0
+            end = time.time()
             status = error.status()
             message = error.message() or str(error)
             exception = TritonRequestError(f"{status}: {message}" if status else message)
         except Exception as error:  # noqa: BLE001 - transport failures are failed requests too
-            elapsed_ms = (time.perf_counter() - start) * 1000.0
+            end = time.time()
             exception = TritonRequestError(f"{type(error).__name__}: {error}")
+        if token is not None:
+            measurement.request_done(token)
         self.environment.events.request.fire(
             request_type=self.protocol,
             name=self.model,
-            response_time=elapsed_ms,
+            response_time=(end - sent) * 1000.0,
             response_length=length,
             exception=exception,
-            context={},
+            context={"sent": sent, "service_ms": (end - start) * 1000.0},
         )

@@ -56,7 +56,7 @@ def text_demo(server: LocalTriton) -> None:
 def digits_demo(server: LocalTriton, count: int = 10) -> None:
     import tritonclient.grpc as grpcclient
 
-    from tritonctl.build.digits_data import load
+    from tritonctl.recipes.digits.data import load
 
     console.rule("[bold]2. Handwritten digits (digit_classifier ensemble, PNG in)")
     test = load().test

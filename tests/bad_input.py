@@ -8,6 +8,7 @@ problem. ``tests/test_bad_input_matrix.py`` runs the table against real servers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import re
@@ -25,13 +26,16 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from tritonctl.model_config import load_config
+from tritonctl.server import LocalTriton
+from tritonctl.watchdog import is_dead
 
 BAD = {"http": "400", "grpc": "StatusCode.INVALID_ARGUMENT"}
 NOT_FOUND = {"http": "404", "grpc": "StatusCode.NOT_FOUND"}
 #: Triton 2.51 answers a body that is not JSON with 500 (the message names the parse error).
 MALFORMED_JSON_STATUS = "500"
-#: Inputs of disagreeing lengths reach the model itself (Triton only checks each against its dims).
-WRONG_LENGTHS = r"ONNX Runtime failed.*(shape|dimension|broadcast|index)"
+#: Inputs of disagreeing lengths reach the model itself (Triton only checks each against its dims):
+#: ONNX Runtime refuses them, or, where the backend packs rows by length, the backend first.
+WRONG_LENGTHS = r"ONNX Runtime failed.*(shape|dimension|broadcast|index)|inputs must have one shape"
 #: Bodies above ~4 MiB crash Triton 2.51's HTTP server (tests/test_faults.py); stay below.
 LARGE_BODY = (4 << 20) - (256 << 10)
 
@@ -84,14 +88,28 @@ def served_models(repository: Path) -> list[Model]:
 
 
 # Valid payloads ---------------------------------------------------------------------------------
-def png_bytes(size: int = 8, value: int = 128) -> bytes:
-    from PIL import Image
+def png_bytes(size: int = 8, value: int = 128, note: str = "") -> bytes:
+    """A diagonal line; a ``note`` (a PNG text chunk) makes the bytes new, not the pixels."""
+    from PIL import Image, PngImagePlugin
 
     image = Image.new("L", (size, size), color=0)
     for i in range(size):
         image.putpixel((i, i), value)
+    info = PngImagePlugin.PngInfo()
+    if note:
+        info.add_text("note", note)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+@functools.lru_cache(maxsize=4)
+def blank_rgba_png(width: int = 4096, height: int = 4096) -> bytes:
+    """A transparent RGBA PNG: ~75 KB on the wire for 4096×4096, 64 MiB once decoded."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (width, height)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -127,6 +145,26 @@ def valid_value(tensor: Tensor, batch: int | None) -> np.ndarray:
 def valid_inputs(model: Model, batch: int = 1) -> list[tuple[str, str, np.ndarray]]:
     b = batch if model.max_batch_size > 0 else None
     return [(t.name, t.datatype, valid_value(t, b)) for t in model.required]
+
+
+def fresh(inputs: list[tuple[str, str, np.ndarray]], n: int) -> list[tuple[str, str, np.ndarray]]:
+    """``inputs`` with bytes no server has seen, and the same answer: the response cache of the
+    cached pipelines cannot answer them, so the model itself must. A text gets ``n`` trailing
+    spaces (the tokenizer drops them: same tokens), an image a PNG text chunk (same pixels);
+    numbers are left as they are (no model taking them has a response cache)."""
+    out = []
+    for name, datatype, array in inputs:
+        if datatype == "BYTES":
+            image = "IMAGE" in name.upper()
+            item = png_bytes(note=f"case {n}") if image else bytes(array.flat[0]) + b" " * n
+            array = np.full(array.shape, item, dtype=np.object_)
+        out.append((name, datatype, array))
+    return out
+
+
+def live_pids(server: LocalTriton) -> set[int]:
+    """The server's processes that are alive: a killed stub stays a zombie in its group."""
+    return {pid for pid in server.group_pids() if not is_dead(pid)}
 
 
 # Sending ----------------------------------------------------------------------------------------
@@ -307,6 +345,8 @@ def cases_for(
                 case(f"{label}-in-{tensor.name}", rf"'{tensor.name}'.*(nan|inf|finite)", poisoned)
         if tensor.datatype == "BYTES":
             out.extend(_bytes_cases(model, protocol, tensor, valid))
+    if model.platform == "python" and [t.name for t in model.required] == ["embedding"]:
+        out.extend(_embedding_cases(model, protocol, valid))
     if protocol == "http":
         out.extend(_raw_http_cases(model, valid))
     return out
@@ -329,6 +369,8 @@ def _bytes_cases(model: Model, protocol: str, tensor: Tensor, valid: list) -> li
                 r"pixels|too (large|big)|bomb|exceeds|limit",
             ),
             "empty-bytes": (b"", r"empty|image|decode"),
+            # 75 KB on the wire, 64 MiB decoded: refused from the header, in milliseconds.
+            "blank-4096x4096-rgba": (blank_rgba_png(), r"16,777,216 pixels, over the limit"),
         }
     else:
         items = {
@@ -336,10 +378,28 @@ def _bytes_cases(model: Model, protocol: str, tensor: Tensor, valid: list) -> li
             "1mb-string": (b"word " * (1 << 18), r"too long|exceeds|length|bytes|characters"),
             "invalid-utf8": (b"caf\xc3\x28 \xff\xfe", r"utf-?8"),
         }
+        # Not whitespace to str.strip(), yet the normaliser drops them: [CLS] [SEP] alone.
+        for kind, text in NO_CONTENT_TEXTS.items():
+            items[kind] = (text.encode(), r"no content")
     return [
         _tensor_case(model, protocol, kind, says, _with(valid, tensor.name, item))
         for kind, (item, says) in items.items()
     ]
+
+
+#: Texts with no content token (kind -> text): the tokenizer must refuse them.
+NO_CONTENT_TEXTS = {
+    "zero-width-only": "\u200b\u200b\ufeff",
+    "control-only": "\x00\x01\x7f",
+    "soft-hyphen-only": "\u00ad",
+    "lone-combining-accent": "\u0301",
+}
+
+
+def _embedding_cases(model: Model, protocol: str, valid: list) -> list[Case]:
+    """Pooling's input is the encoder's pooled row: all zeros means no token was pooled."""
+    zeros = [(n, d, np.zeros_like(a) if n == "embedding" else a) for n, d, a in valid]
+    return [_tensor_case(model, protocol, "all-zero-embedding", r"all zeros: no token", zeros)]
 
 
 def _raw_http_cases(model: Model, valid: list) -> list[Case]:

@@ -24,11 +24,15 @@ CRDS = Path(__file__).parent / "fixtures" / "crds"
 RELEASE, NAMESPACE = "demo", "ml-serving"
 KUBE_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 
+#: The CRD schemas each custom resource is validated against (every one must accept it).
 CRD_SCHEMAS = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
-    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
-    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",
-    ("gateway.networking.k8s.io/v1", "GRPCRoute"): "grpcroute.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): ("servicemonitor.json",),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): ("prometheusrule.json",),
+    ("keda.sh/v1alpha1", "ScaledObject"): (
+        "scaledobject-keda-2.16.json",
+        "scaledobject-keda-2.20.json",
+    ),
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"): ("grpcroute.json",),
 }
 
 #: Values for each combination the chart must render (merged over the defaults).
@@ -92,6 +96,8 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
             "hostnames": ["grpc.example.com"],
         },
     },
+    "triton-24.10": {"triton": {"release": "24.10"}},
+    "gitops-stable-key": {"restrictedApis": {"adminKey": "k" * 40}, "replicaCount": 2},
     "mode-none-no-restrictions": {
         "server": {"modelControlMode": "none", "loadModels": []},
         "restrictedApis": {"enabled": False},
@@ -149,8 +155,8 @@ def _strict(schema: Any) -> Any:
 
 
 @functools.cache
-def crd_validator(api_version: str, kind: str) -> jsonschema.Draft7Validator:
-    schema = json.loads((CRDS / CRD_SCHEMAS[(api_version, kind)]).read_text())
+def crd_validator(file: str) -> jsonschema.Draft7Validator:
+    schema = json.loads((CRDS / file).read_text())
     schema.pop("$comment", None)
     strict = _strict(copy.deepcopy(schema))
     jsonschema.Draft7Validator.check_schema(strict)
@@ -162,8 +168,9 @@ def validate(doc: dict[str, Any]) -> list[str]:
     key = (doc.get("apiVersion", ""), doc.get("kind", ""))
     if key in CRD_SCHEMAS:
         return [
-            f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in crd_validator(*key).iter_errors(doc)
+            f"{file}: {'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for file in CRD_SCHEMAS[key]
+            for e in crd_validator(file).iter_errors(doc)
         ]
     problems = []
     for version in KUBE_VERSIONS:

@@ -16,7 +16,8 @@ from tritonctl.bench.loadgen import (
     TritonHttpTarget,
     run_point,
 )
-from tritonctl.bench.run import fastapi_server, pipeline_files
+from tritonctl.bench.peers import fastapi_server, litserve_server
+from tritonctl.bench.run import pipeline_files
 from tritonctl.corpus import sentences
 from tritonctl.server import LocalTriton
 
@@ -82,15 +83,103 @@ def test_fastapi_baseline_returns_the_same_embeddings(
     import urllib.request
 
     files = pipeline_files(model_repository)
-    with fastapi_server(files) as url:
+    with fastapi_server(files.onnx, files.tokenizer, files.buckets) as url:
         request = urllib.request.Request(
             url,
-            data=json.dumps({"text": TEXTS[3]}).encode(),
+            data=json.dumps({"texts": [TEXTS[3]]}).encode(),
             headers={"content-type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
-            embedding = np.array(json.loads(response.read())["embedding"], dtype=np.float32)
+            embedding = np.array(json.loads(response.read())["embeddings"][0], dtype=np.float32)
         point = run_point(JsonHttpTarget(url), TEXTS, 2, warmup_s=0.2, duration_s=0.8)
     served = served_embeddings(triton, [TEXTS[3]])[0]
     assert float(embedding @ served) > 0.9999
     assert point.errors == 0 and point.requests > 0
+
+
+def test_litserve_peer_returns_the_same_embeddings_and_stops_its_workers(
+    triton: LocalTriton, model_repository: Path
+) -> None:
+    import json
+    import urllib.request
+
+    files = pipeline_files(model_repository)
+    with litserve_server(files.onnx, files.tokenizer, files.buckets) as url:
+        request = urllib.request.Request(
+            url,
+            data=json.dumps({"texts": TEXTS[3:5]}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            rows = np.array(json.loads(response.read())["embeddings"], dtype=np.float32)
+        point = run_point(
+            JsonHttpTarget(url, items_per_request=2), TEXTS, 4, warmup_s=0.2, duration_s=0.8
+        )
+        port = url.rsplit(":", 1)[1].split("/")[0]
+    served = served_embeddings(triton, TEXTS[3:5])
+    assert rows.shape == (2, 384) and float((rows * served).sum(axis=1).min()) > 0.9999
+    assert point.errors == 0 and point.requests > 0 and point.requests % 2 == 0
+    assert _gone(lambda args: "tritonctl.bench.litserve_app" in args and port in args), (
+        "LitServe worker processes outlived the server"
+    )
+
+
+def _gone(match, timeout_s: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    """True once no live (non-zombie) process's argv matches: a SIGKILLed worker takes a
+    moment to disappear from /proc."""
+    import os
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        live = [
+            pid
+            for pid in os.listdir("/proc")
+            if pid.isdigit() and match(_cmdline(pid)) and not _zombie(pid)
+        ]
+        if not live:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
+def _zombie(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _cmdline(pid: str) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def test_every_row_computes_the_same_padded_tokens(model_repository: Path) -> None:
+    """The FastAPI and LitServe rows pad to the served tokenizer's buckets, as Triton does."""
+    from tritonctl.bench.inprocess import Embedder, session
+
+    files = pipeline_files(model_repository)
+    real = session(files.onnx, 1)
+    shapes: list[tuple[int, ...]] = []
+
+    class Recording:  # the real session, with the shapes it was run on written down
+        def get_inputs(self):  # type: ignore[no-untyped-def]
+            return real.get_inputs()
+
+        def get_outputs(self):  # type: ignore[no-untyped-def]
+            return real.get_outputs()
+
+        def run(self, names, feed):  # type: ignore[no-untyped-def]
+            shapes.append(feed["input_ids"].shape)
+            return real.run(names, feed)
+
+    embedder = Embedder(files.tokenizer, Recording(), files.buckets)
+    embedder.embed(["Hi."])  # 4 tokens: padded to the first bucket, not run at length 4
+    embedder.embed_grouped(["Hi.", " ".join(["word"] * 40)])  # two buckets, two runs
+    assert shapes == [(1, files.buckets[0]), (1, files.buckets[0]), (1, files.buckets[2])]

@@ -94,3 +94,40 @@ def test_clients_started_before_the_server_get_their_answer(tmp_path: Path) -> N
     finally:
         starter.join()
         server.stop()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_no_attempt_outlives_the_deadline(tmp_path: Path, protocol: str) -> None:
+    """Each attempt gets the time left as its timeout: a model that takes 4 s cannot hold a
+    call with a 1 s deadline for 4 s."""
+    repository = make_tiny_repository(tmp_path / "repo", delay_s=4.0, queue_delay_us=0)
+    with LocalTriton(repository, models=["add_one"], exit_timeout=10) as server:
+        url = server.grpc_address if protocol == "grpc" else server.http_address
+        started = time.monotonic()
+        with pytest.raises(InferenceError):
+            infer(url, "add_one", [_x(protocol)], ["Y"], protocol, retry=RetryPolicy(deadline=1.0))
+        took = time.monotonic() - started
+    assert took < 3.0, f"the call took {took:.1f} s with a 1 s deadline"
+
+
+def test_the_default_policy_keeps_trying_until_its_deadline() -> None:
+    """Replacing a model's instances takes seconds (8 router instances: about 10 s), and each
+    attempt on a dead stub fails only after ~1 s: the default policy must keep trying for its
+    30 s, not give up after a fixed handful of attempts (it used to stop after 5, ~5.5 s)."""
+    from tritonclient.utils import InferenceServerException
+
+    from tritonctl.retry import RetriesExhausted, call_with_retry
+
+    now = [0.0]
+
+    def dead_stub() -> None:
+        now[0] += 1.0  # Triton answers "not healthy" after about a second
+        raise InferenceServerException("Stub process 'm_0' is not healthy.", "StatusCode.INTERNAL")
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    with pytest.raises(RetriesExhausted) as gave_up:
+        call_with_retry(dead_stub, policy=RetryPolicy(), sleep=sleep, clock=lambda: now[0])
+    assert 29.0 <= now[0] <= 30.0 + 1.0, f"gave up after {now[0]:.1f} s"
+    assert gave_up.value.attempts >= 12

@@ -10,9 +10,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tritonctl.build import digits
-from tritonctl.build.digits_serving import VARIANTS, ensemble_name, model_name
 from tritonctl.model_config import load_config
+from tritonctl.recipes.digits import gates
+from tritonctl.recipes.digits import recipe as digits
+from tritonctl.recipes.digits.serving import VARIANTS, ensemble_name, model_name
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +58,35 @@ def test_onnx_files_reproduce_the_reported_accuracy(
         assert accuracy == pytest.approx(report["variants"][variant]["accuracy"]), variant
 
 
+def test_report_gives_intervals_and_paired_tests(
+    report: dict[str, Any], test_set: dict[str, np.ndarray]
+) -> None:
+    from tritonctl.recipes.stats import mcnemar_exact, wilson
+
+    labels, teacher = test_set["labels"], test_set["pred_teacher"]
+    for variant, row in report["variants"].items():
+        predictions = test_set[f"pred_{variant}"]
+        hits = int((predictions == labels).sum())
+        assert row["accuracy_ci95"] == pytest.approx(wilson(hits, len(labels)), abs=1e-4)
+        low, high = row["validation_accuracy_ci95"]
+        assert low <= row["validation_accuracy"] <= high
+        if variant == "teacher":
+            continue
+        paired = row["vs_teacher_test"]
+        expected = mcnemar_exact(predictions == labels, teacher == labels)
+        assert paired["mcnemar_p"] == pytest.approx(expected["p_value"], abs=1e-4)
+        assert paired["significant"] == (expected["p_value"] < 0.05)
+        assert (variant in report["significance"]) != paired["significant"]
+
+
 def test_default_ensemble_serves_the_variant_the_rule_picks(
     model_repository: Path, report: dict[str, Any]
 ) -> None:
     rows = report["variants"]
-    assert report["default_variant"] == digits.default_variant(rows)
+    assert report["default_variant"] == gates.default_variant(rows)
+    assert "validation" in report["default_rule"]
     chosen = rows[report["default_variant"]]
-    assert chosen["points_below_teacher"] <= digits.DEFAULT_POINTS
+    assert chosen["validation_points_below_teacher"] <= gates.DEFAULT_POINTS
     steps = load_config(model_repository / ensemble_name(None)).ensemble_scheduling.step
     assert [s.model_name for s in steps][1] == model_name(report["default_variant"])
     for variant in VARIANTS:

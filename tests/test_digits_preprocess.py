@@ -111,6 +111,30 @@ def random_bytes() -> bytes:
     return np.random.default_rng(1).bytes(2048)
 
 
+#: EXIF orientation -> how the stored pixels are turned from the upright image: what a camera
+#: writes when it stores a photo sideways (Pillow's exif_transpose undoes it).
+STORED_TURN = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def sideways(levels: np.ndarray, orientation: int, fmt: str = "PNG", scale: int = 1) -> bytes:
+    """The digit stored turned, with the EXIF ``Orientation`` tag that says how to show it."""
+    upright = Image.fromarray(to_uint8(levels)).resize((8 * scale, 8 * scale), Image.NEAREST)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    upright.transpose(STORED_TURN[orientation]).save(
+        buffer, format=fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {})
+    )
+    return buffer.getvalue()
+
+
+def blank_png(mode: str, width: int, height: int) -> bytes:
+    """A blank image: a few KB on the wire, ``width × height`` pixels once decoded."""
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 #: bad input -> a phrase its error message must contain
 BAD_INPUTS = {
     "empty": (b"", "empty image"),
@@ -199,6 +223,68 @@ def test_bomb_is_refused_from_the_header_before_decoding() -> None:
     # Over the limit by the header alone: the single compressed row shows nothing was decoded.
     with pytest.raises(preprocess.ImageError, match=r"1000x1000 = 1,000,000 pixels"):
         preprocess.decode(png_header_only(1000, 1000), max_pixels=999_999)
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED_TURN))
+def test_exif_orientation_is_applied(
+    digits: tuple[np.ndarray, np.ndarray], orientation: int
+) -> None:
+    image = digits[0][11]
+    stored = sideways(image, orientation)
+    np.testing.assert_array_equal(preprocess.preprocess([stored])[0, 0], image)
+    # The tag is what makes the difference: without it the grid is the turned one.
+    turned = np.asarray(Image.open(io.BytesIO(stored)))
+    assert not np.array_equal(turned, to_uint8(image))
+    # A sideways JPEG photo (decoded at a reduced scale, then turned): JPEG moves a level by 1.
+    photo = sideways(image, orientation, fmt="JPEG", scale=40)
+    assert np.abs(preprocess.preprocess([photo])[0, 0] - image).max() <= 1
+
+
+def test_a_blank_4096_rgba_png_is_refused_from_its_header() -> None:
+    data = blank_png("RGBA", 4096, 4096)
+    assert len(data) < 100_000  # cheap to send: 64 MiB once decoded
+    with pytest.raises(
+        preprocess.ImageError, match=r"4096x4096 = 16,777,216 pixels, over the limit of 1,048,576"
+    ):
+        preprocess.decode(data)
+
+
+def test_a_12_megapixel_jpeg_is_decoded_at_a_reduced_scale(
+    digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Over the 1-megapixel limit as declared, not as decoded: JPEG decodes at 1/8 scale."""
+    image = digits[0][3]
+    big = Image.fromarray(255 - to_uint8(image)).resize((4000, 4000), Image.NEAREST)
+    buffer = io.BytesIO()
+    big.convert("RGB").save(buffer, format="JPEG", quality=90)
+    opened = preprocess.open_image(buffer.getvalue())
+    assert opened.size == (500, 500)
+    assert np.abs(preprocess.preprocess([buffer.getvalue()])[0, 0] - image).max() <= 1
+
+
+def test_a_request_over_its_decoded_byte_budget_is_refused_before_decoding() -> None:
+    """Each image is under the pixel limit; together they are not: refused from the headers."""
+    images = [blank_png("RGBA", 1024, 1024)] * 5  # 4 MiB each once decoded
+    with pytest.raises(
+        preprocess.ImageError,
+        match=r"5 images decode to 20,971,520 bytes, over the limit of 16,777,216 per request",
+    ):
+        preprocess.decode_request(images)
+    assert len(preprocess.decode_request(images[:4])) == 4
+
+
+def test_large_images_are_reduced_before_conversion_without_moving_the_levels(
+    digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Reducing by an integer factor right after decoding (alpha-weighted for RGBA) gives the
+    levels the full-size conversion gave: ink on a transparent page, scaled up 100 times."""
+    image = digits[0][9]
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 3] = to_uint8(image)
+    big = Image.fromarray(rgba, mode="RGBA").resize((800, 800), Image.NEAREST)
+    buffer = io.BytesIO()
+    big.save(buffer, format="PNG")
+    np.testing.assert_array_equal(preprocess.preprocess([buffer.getvalue()])[0, 0], image)
 
 
 def test_tiny_and_odd_sized_images_still_give_8x8_levels() -> None:

@@ -17,12 +17,22 @@ from tritonctl.cli import main
 from tritonctl.corpus import sentences
 from tritonctl.drift import (
     DriftError,
+    noise_p99,
     read_images,
     score_digits_sample,
     score_file,
     score_text_sample,
+    verdict,
 )
-from tritonctl.drift_window import DriftWindow, Throttle, bin_counts, pixel_counts, psi
+from tritonctl.drift_scores import sensor_noise
+from tritonctl.drift_window import (
+    MIN_SAMPLES,
+    DriftWindow,
+    Throttle,
+    bin_counts,
+    pixel_counts,
+    psi,
+)
 
 
 def test_psi_is_zero_for_equal_histograms_and_grows_with_the_shift() -> None:
@@ -83,12 +93,6 @@ def test_throttle_fires_every_n_items_or_after_the_time() -> None:
 def test_images(model_repository: Path) -> np.ndarray:
     """The digits build's held-out test split (never seen by the reference profile)."""
     return read_images(paths.reports_dir() / "digits" / "test_set.npz")
-
-
-def sensor_noise(images: np.ndarray, sigma: float = 2.0, seed: int = 0) -> np.ndarray:
-    """A noisy camera: non-negative noise brightens the dark background."""
-    noise = np.abs(np.random.default_rng(seed).normal(0, sigma, images.shape))
-    return np.clip(np.rint(images + noise), 0, 16).astype(np.float32)
 
 
 def test_in_distribution_digits_keep_psi_below_0_1(test_images: np.ndarray) -> None:
@@ -177,3 +181,56 @@ def test_cli_scores_a_text_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["drift", str(sample), "--model", "text", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["verdict"] == "significant shift" and result["samples"] == 300
+
+
+# --- small samples (issue 23 item 10) -------------------------------------------------------
+
+
+def strict_json(text: str) -> dict:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    result: dict = json.loads(text, parse_constant=refuse)
+    return result
+
+
+def test_three_sentences_get_no_verdict_and_valid_json(
+    model_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three ordinary sentences scored PSI 5.7 and were called a "significant shift"."""
+    sample = tmp_path / "three.txt"
+    sample.write_text("The weather is lovely today.\nI enjoy reading books.\nThe train was late.\n")
+    assert main(["drift", str(sample), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = strict_json(captured.out)
+    assert result["verdict"] == "too few samples" and result["samples"] == 3
+    assert result["max_psi"] > 0.25  # the noise that used to be reported as a shift
+    assert result["min_samples"] == MIN_SAMPLES
+    assert "only 3 item(s)" in result["warning"] and "only 3 item(s)" in captured.err
+
+    assert main(["drift", str(sample)]) == 0
+    out = capsys.readouterr().out
+    assert "too few samples" in out and "significant" not in out
+
+
+def test_digits_json_has_no_nan(
+    test_images: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = tmp_path / "three.npz"
+    np.savez(sample, images=test_images[:3, 0])
+    assert main(["drift", str(sample), "--json"]) == 0
+    result = strict_json(capsys.readouterr().out)
+    assert result["reference_low_confidence_ratio"] is None  # not in the profile
+    assert result["verdict"] == "too few samples"
+
+
+def test_a_small_sample_far_beyond_the_noise_is_still_a_shift() -> None:
+    """Under the minimum, a PSI over what in-distribution samples of that size reach 1 % of
+    the time is a shift all the same (the 360-image and 300-line CLI tests above)."""
+    assert verdict(5.7, 3) == "too few samples"
+    assert verdict(0.3, 64) == "too few samples"
+    assert verdict(2.5, 300) == "significant shift"
+    assert verdict(0.3, MIN_SAMPLES) == "significant shift"
+    assert verdict(0.05, MIN_SAMPLES) == "stable"
+    assert noise_p99(2) == float("inf")
+    assert noise_p99(3) > noise_p99(100) > noise_p99(400)

@@ -14,7 +14,7 @@ import tritonclient.http as http
 from tests import text_samples
 from tests.serving_support import bytes_input, digits_test_images, gauge, png
 from tritonctl import paths
-from tritonctl.build.text_tokens import load_tokenizer
+from tritonctl.recipes.text.tokens import load_tokenizer
 from tritonctl.server import LocalTriton
 
 WINDOW = 512  # the models' default drift window

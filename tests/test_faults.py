@@ -4,18 +4,21 @@ What Triton 2.51 does (observed here, and asserted below):
 - A SIGKILLed Python backend stub is not restarted by Triton. The server and the model still
   report live and ready; each request to that model fails after ~1 s with gRPC ``INTERNAL``
   "Stub process '<instance>' is not healthy.". Other models are unaffected.
-- ``tritonctl serve``'s watchdog notices the dead stub within a second and reloads the model
-  through the repository API; requests succeed again. Clients that use ``tritonctl.retry`` see
-  no failure at all.
+- ``tritonctl serve``'s watchdog notices the dead stub within a second and has Triton replace
+  the model's instances (touching a marker in its private repository view; no load API is
+  open); requests succeed again. Clients that use ``tritonctl.retry``'s defaults see no failure.
+- An admin's unload (explicit model control, with the key) is left alone by the watchdog.
 - An HTTP request body over ~4 MiB makes tritonserver 2.51 itself die with SIGSEGV (fixed
   upstream later, see SECURITY.md); ``tritonctl serve`` restarts it.
 """
 
 from __future__ import annotations
 
+import compileall
 import concurrent.futures as cf
 import json
 import os
+import random
 import signal
 import threading
 import time
@@ -28,8 +31,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.test_cli_serve import _serve, _wait_ready
+from tests.test_cli_serve import Spawn, _serve, _wait_ready, wait_accepted
 from tests.tiny_repository import make_tiny_repository
+from tritonctl.client import infer as client_infer
 from tritonctl.retry import RetryPolicy, call_with_retry, is_retryable
 from tritonctl.watchdog import STUB_BINARY, _cmdline
 
@@ -66,104 +70,170 @@ def _server_pid(serve_pid: int) -> int:
     raise LookupError("no tritonserver child")
 
 
-def test_killed_stub_fails_fast_then_serve_reloads_the_model(tmp_path: Path) -> None:
+def test_killed_stub_fails_fast_then_serve_reloads_the_model(tmp_path: Path, spawn: Spawn) -> None:
     repo = make_tiny_repository(tmp_path / "repo", delay_s=0.01, queue_delay_us=500)
-    process, ports = _serve(repo, "--exit-timeout", "5")
-    try:
-        _wait_ready(ports["grpc"], process)
-        address = f"127.0.0.1:{ports['grpc']}"
-        server_pid = _server_pid(process.pid)
-        [stub] = _stub_pids(server_pid, "add_one")
+    # Bytecode caches already there, as after any earlier run: nothing in the model's folder
+    # changes, so a plain load request would be ignored by Triton and the stub stay dead.
+    compileall.compile_dir(repo, quiet=2)
+    process, ports = _serve(spawn, repo, "--exit-timeout", "5")
+    _wait_ready(ports["grpc"], process)
+    address = f"127.0.0.1:{ports['grpc']}"
+    server_pid = _server_pid(process.pid)
+    [stub] = _stub_pids(server_pid, "add_one")
 
-        stop = threading.Event()
-        plain: list[tuple[float, str]] = []  # (seconds taken, error or "ok") without retry
-        retried: list[float] = []
+    stop = threading.Event()
+    plain: list[tuple[float, str]] = []  # (seconds taken, error or "ok") without retry
+    retried: list[float] = []
+    helper: list[float] = []  # tritonctl.client.infer with its default policy
 
-        def load(with_retry: bool) -> None:
-            client = grpcclient.InferenceServerClient(address)
-            i = 0
-            while not stop.is_set():
-                i += 1
-                started = time.monotonic()
-                try:
-                    if with_retry:
-                        value = call_with_retry(
-                            _infer, client, "add_one", i, policy=RetryPolicy(attempts=12)
-                        )
-                        retried.append(value - i)
-                    else:
-                        assert _infer(client, "add_one", i) == i + 1
-                        plain.append((time.monotonic() - started, "ok"))
-                except InferenceServerException as error:
-                    plain.append((time.monotonic() - started, str(error)))
-                time.sleep(0.02)
-            client.close()
-
-        threads = [threading.Thread(target=load, args=(flag,)) for flag in (False, True)]
-        for thread in threads:
-            thread.start()
-        time.sleep(1.0)
-        os.kill(stub, signal.SIGKILL)
+    def load(kind: str) -> None:
         client = grpcclient.InferenceServerClient(address)
-        during = []
-        for i in range(3):  # the other model keeps answering during the outage
-            during.append(_infer(client, "double", i))
-        deadline, recovered_after = time.monotonic() + 30, None
-        while time.monotonic() < deadline and recovered_after is None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            started = time.monotonic()
             try:
-                _infer(client, "add_one", 0)
-                recovered_after = time.monotonic() - deadline + 30
-            except InferenceServerException:
-                time.sleep(0.1)
-        time.sleep(1.5)
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
-        after = [_infer(client, "add_one", i) for i in range(5)]
+                if kind == "retry":
+                    value = call_with_retry(_infer, client, "add_one", i, policy=RetryPolicy())
+                    retried.append(value - i)
+                elif kind == "helper":
+                    x = grpcclient.InferInput("X", [1, 4], "FP32")
+                    x.set_data_from_numpy(np.full((1, 4), i, dtype=np.float32))
+                    y = client_infer(address, "add_one", [x], ["Y"])["Y"]
+                    helper.append(float(y[0, 0]) - i)
+                else:
+                    assert _infer(client, "add_one", i) == i + 1
+                    plain.append((time.monotonic() - started, "ok"))
+            except InferenceServerException as error:
+                plain.append((time.monotonic() - started, str(error)))
+            time.sleep(0.02)
         client.close()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=60)
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in ("plain", "retry", "helper")]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    os.kill(stub, signal.SIGKILL)
+    client = grpcclient.InferenceServerClient(address)
+    during = []
+    for i in range(3):  # the other model keeps answering during the outage
+        during.append(_infer(client, "double", i))
+    deadline, recovered_after = time.monotonic() + 30, None
+    while time.monotonic() < deadline and recovered_after is None:
+        try:
+            _infer(client, "add_one", 0)
+            recovered_after = time.monotonic() - deadline + 30
+        except InferenceServerException:
+            time.sleep(0.1)
+    time.sleep(1.5)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    after = [_infer(client, "add_one", i) for i in range(5)]
+    client.close()
+    new_stubs = _stub_pids(server_pid, "add_one")
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
 
     assert during == [0.0, 2.0, 4.0]
     assert recovered_after is not None and recovered_after < 15, recovered_after
     assert after == [1.0, 2.0, 3.0, 4.0, 5.0]
-    assert "reloaded add_one" in out, out
+    assert "reloaded add_one" in " ".join(out.split()), out
     errors = [(took, e) for took, e in plain if e != "ok"]
     assert errors, "the outage should be visible to a client without retry"
     for took, error in errors:
         assert "is not healthy" in error and took < 5, (took, error)
     assert plain[-1][1] == "ok", "requests succeed again after the reload"
     assert retried and set(retried) == {1.0}, "with retry, every request got its answer"
-    new_stubs = _stub_pids(server_pid, "add_one") if process.poll() is None else []
-    assert stub not in new_stubs
+    assert helper and set(helper) == {1.0}, "the client helper's defaults ride out the reload"
+    assert new_stubs and stub not in new_stubs
 
 
-def test_oversize_http_body_crashes_triton_251_and_serve_restarts_it(tmp_path: Path) -> None:
-    repo = make_tiny_repository(tmp_path / "repo")
-    process, ports = _serve(repo, "--exit-timeout", "5", "--max-restarts", "1")
+def _admin(url: str, path: str, key: str) -> int:
+    request = urllib.request.Request(f"{url}{path}", data=b"{}", headers={"admin-key": key})
     try:
-        _wait_ready(ports["grpc"], process)
-        body = json.dumps(
-            {
-                "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1] * 4}],
-                "parameters": {"padding": "x" * (5 << 20)},
-            }
-        ).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{ports['http']}/v2/models/double/infer", data=body
-        )
-        with pytest.raises((urllib.error.URLError, ConnectionError)):
-            urllib.request.urlopen(request, timeout=30)
-        time.sleep(1)
-        _wait_ready(ports["grpc"], process, timeout=120)
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
-        assert _infer(client, "double", 3) == 6
-        client.close()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=60)
-    assert "exited unexpectedly" in out and "restart 1/1" in out, out
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_the_watchdog_leaves_an_admins_unload_alone(tmp_path: Path, spawn: Spawn) -> None:
+    """Explicit model control with a key: an unloaded model stays unloaded (its stub exiting is
+    not a crash), and a stub killed after the admin loads the model again is replaced."""
+    repo = make_tiny_repository(tmp_path / "repo")
+    key_file = tmp_path / "key"
+    key_file.write_text("an-admin-key")
+    key_file.chmod(0o600)
+    process, ports = _serve(
+        spawn,
+        repo,
+        "--exit-timeout",
+        "5",
+        "--model-control",
+        "explicit",
+        "--admin-key-file",
+        str(key_file),
+    )
+    _wait_ready(ports["grpc"], process)
+    url = f"http://127.0.0.1:{ports['http']}"
+    server_pid = _server_pid(process.pid)
+    assert _stub_pids(server_pid, "add_one")
+    assert _admin(url, "/v2/repository/models/add_one/unload", "an-admin-key") == 200
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
+    # The watchdog notes what it saw in the server log: wait for its round, not for a time a
+    # loaded machine may not give it.
+    log = tmp_path / f"serve-{ports['http']}.log"
+    deadline = time.monotonic() + 60
+    while "no longer reports it READY" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "no watchdog round noticed the unload in 60 s"
+        time.sleep(0.2)
+    time.sleep(2)  # two more rounds, in which it must not load the model again
+    assert not client.is_model_ready("add_one"), "the watchdog must not undo the unload"
+
+    assert _admin(url, "/v2/repository/models/add_one/load", "an-admin-key") == 200
+    [stub] = _stub_pids(server_pid, "add_one")
+    os.kill(stub, signal.SIGKILL)
+    deadline, answer = time.monotonic() + 30, None
+    while answer is None and time.monotonic() < deadline:
+        try:
+            answer = _infer(client, "add_one", 1)
+        except InferenceServerException:
+            time.sleep(0.2)
+    client.close()
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    text = " ".join(out.split())
+    assert answer == 2.0, text
+    assert "add_one exited and Triton no longer reports it READY" in text, text
+    assert text.count("reloaded add_one") == 1, text
+
+
+def test_oversize_http_body_crashes_triton_251_and_serve_restarts_it(
+    tmp_path: Path, spawn: Spawn
+) -> None:
+    repo = make_tiny_repository(tmp_path / "repo")
+    process, ports = _serve(spawn, repo, "--exit-timeout", "5", "--max-restarts", "1")
+    _wait_ready(ports["grpc"], process)
+    body = json.dumps(
+        {
+            "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1] * 4}],
+            "parameters": {"padding": "x" * (5 << 20)},
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{ports['http']}/v2/models/double/infer", data=body
+    )
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(request, timeout=30)
+    time.sleep(1)
+    _wait_ready(ports["grpc"], process, timeout=120)
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
+    assert _infer(client, "double", 3) == 6
+    client.close()
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    assert "exited unexpectedly (signal SIGSEGV)" in out and "restart 1/1" in out, out
 
 
 @pytest.mark.parametrize(
@@ -186,19 +256,36 @@ def test_what_is_retried(status: str, message: str, retry: bool) -> None:
     assert is_retryable(InferenceServerException(message, status)) is retry
 
 
+class _Highest(random.Random):
+    """A random source that always draws the top of the range."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
 def test_refused_connection_is_retried_with_growing_backoff() -> None:
     from tritonctl.retry import RetriesExhausted
     from tritonctl.server import free_port
 
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{free_port()}")
+    policy = RetryPolicy(attempts=5, initial_backoff=0.01, max_backoff=0.5, multiplier=4)
     pauses: list[float] = []
-    policy = RetryPolicy(attempts=4, initial_backoff=0.01, multiplier=4, deadline=None)
     with pytest.raises(RetriesExhausted) as gave_up:
-        call_with_retry(_infer, client, "double", 1, policy=policy, sleep=pauses.append)
+        call_with_retry(
+            _infer, client, "double", 1, policy=policy, sleep=pauses.append, rng=_Highest()
+        )
+    assert gave_up.value.attempts == 5
+    # Each pause's ceiling grows 4x until the cap: the top of each range is what _Highest draws.
+    assert pauses == pytest.approx([0.01, 0.04, 0.16, 0.5])
+    # With a real random source every pause is drawn from its own, growing range.
+    seeded: list[float] = []
+    with pytest.raises(RetriesExhausted):
+        call_with_retry(
+            _infer, client, "double", 1, policy=policy, sleep=seeded.append, rng=random.Random(7)
+        )
     client.close()
-    assert gave_up.value.attempts == 4 and len(pauses) == 3
-    caps = [0.01, 0.04, 0.16]
-    assert all(0 <= p <= cap for p, cap in zip(pauses, caps, strict=True))
+    reference = random.Random(7)
+    assert seeded == [reference.uniform(0, cap) for cap in (0.01, 0.04, 0.16, 0.5)]
 
 
 def test_bad_input_is_never_retried(tmp_path: Path) -> None:
@@ -222,12 +309,12 @@ def test_bad_input_is_never_retried(tmp_path: Path) -> None:
     assert len(calls) == 1
 
 
-def test_new_requests_during_drain_are_refused_cleanly(tmp_path: Path) -> None:
+def test_new_requests_during_drain_are_refused_cleanly(tmp_path: Path, spawn: Spawn) -> None:
     """SIGTERM: accepted requests are answered, new ones are refused quickly, nothing is left."""
     from tests.test_cli_serve import _processes_using
 
     repo = make_tiny_repository(tmp_path / "repo", delay_s=1.5, queue_delay_us=1000)
-    process, ports = _serve(repo, "--exit-timeout", "20")
+    process, ports = _serve(spawn, repo, "--exit-timeout", "20")
     _wait_ready(ports["grpc"], process)
     address = f"127.0.0.1:{ports['grpc']}"
 
@@ -240,7 +327,7 @@ def test_new_requests_during_drain_are_refused_cleanly(tmp_path: Path) -> None:
 
     with cf.ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(accepted, i) for i in range(6)]
-        time.sleep(0.7)
+        wait_accepted(ports["metrics"], futures)  # all 6 inside Triton before the signal
         process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         refused = []

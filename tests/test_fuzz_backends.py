@@ -3,13 +3,16 @@
 In-process: the pure helpers of ``python_backends/*/model.py`` (imported without Triton) either
 return well-formed results or raise their own, named error, never anything else.
 Through the server: random shapes, dtypes and bytes sent to the served models get an answer or a
-400 / INVALID_ARGUMENT, and the server stays live and ready with the same processes.
+400 / INVALID_ARGUMENT, and the server stays live and ready with the same processes (a killed
+stub stays a zombie in the group, so zombies count as dead), and a valid request with a value
+never sent before is answered by the model right after.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import io
+import itertools
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -19,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tests.bad_input import send
+from tests.bad_input import live_pids, send
 from tests.tiny_repository import make_tiny_repository
 from tritonctl.paths import python_backends
 from tritonctl.server import LocalTriton
@@ -128,7 +131,7 @@ def test_random_requests_get_an_answer_or_a_400(
     tiny: LocalTriton, model: str, protocol: str, datatype: str, shape: list[int], name: str
 ) -> None:
     array = np.ones(shape, dtype=DTYPES[datatype])
-    pids = set(tiny.group_pids())
+    pids = live_pids(tiny)
     address = tiny.http_address if protocol == "http" else tiny.grpc_address
     outcome = send(address, protocol, model, [(name or "_", datatype, array)])
     if outcome.status == "ok":
@@ -136,4 +139,13 @@ def test_random_requests_get_an_answer_or_a_400(
     else:
         assert outcome.status in ("400", "StatusCode.INVALID_ARGUMENT"), outcome
         assert outcome.message
-    assert tiny.is_ready() and set(tiny.group_pids()) >= pids
+    assert tiny.is_ready() and live_pids(tiny) >= pids
+    value = float(next(_FRESH))
+    after = send(
+        tiny.grpc_address, "grpc", model, [("X", "FP32", np.full((1, 4), value, np.float32))]
+    )
+    assert after.status == "ok", after
+    assert after.outputs["Y"].tolist() == [[value * 2 if model == "double" else value + 1] * 4]
+
+
+_FRESH = itertools.count(1000)

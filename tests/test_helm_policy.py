@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import tritonctl
+from tests import cluster_rules
 from tests import helm_support as hs
 from tritonctl.k8s.chart import ChartError
 
@@ -36,24 +37,45 @@ def all_pod_specs(values: dict[str, Any]) -> list[dict[str, Any]]:
     return specs + [d["spec"] for d in docs if d["kind"] == "Pod"]
 
 
-def test_one_triton_version_everywhere() -> None:
+def test_one_triton_version_per_release() -> None:
+    """The chart's Triton is the Dockerfile's base image: NGC 25.08 (2.60.0) by default, 24.10
+    (2.51.0, the wheel's server) when pinned for parity; the helm test uses the same release."""
     metadata = yaml.safe_load((hs.CHART / "Chart.yaml").read_text())
     values = yaml.safe_load((hs.CHART / "values.yaml").read_text())
-    _, tag = tritonctl.NGC_IMAGE.rsplit(":", 1)
-    assert metadata["appVersion"] == tritonctl.TRITON_VERSION
-    assert metadata["annotations"]["tritonctl/ngc-image"] == tritonctl.NGC_IMAGE
-    assert f"{values['image']['repository']}:{values['image']['tag']}" == tritonctl.NGC_IMAGE
-    assert container()["image"] == tritonctl.NGC_IMAGE
-    # The helm test's SDK image is the same NGC release.
-    assert values["tests"]["image"]["tag"] == f"{tag}-sdk"
+    assert values["triton"]["release"] == tritonctl.CHART_NGC_RELEASE == "25.08"
+    assert metadata["appVersion"] == tritonctl.CHART_TRITON_VERSION == "2.60.0"
+    assert metadata["annotations"]["tritonctl/ngc-image"] == tritonctl.CHART_NGC_IMAGE
     dockerfile = (hs.ROOT / "Dockerfile").read_text()
-    assert re.search(rf"^ARG TRITON_IMAGE={re.escape(tritonctl.NGC_IMAGE)}$", dockerfile, re.M)
+    assert re.search(
+        rf"^ARG TRITON_IMAGE={re.escape(tritonctl.CHART_NGC_IMAGE)}@sha256:[0-9a-f]{{64}}$",
+        dockerfile,
+        re.M,
+    )
     assert re.search(r"^FROM \$\{TRITON_IMAGE\} AS triton$", dockerfile, re.M)
     assert re.search(r"^USER 1000:1000$", dockerfile.split("AS triton")[1], re.M)
-    assert (
-        hs.find(hs.objects(), "Deployment")["metadata"]["labels"]["app.kubernetes.io/version"]
-        == tritonctl.TRITON_VERSION
+    deployment = hs.find(hs.objects(), "Deployment")
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == "2.60.0"
+    test_pod = hs.find(hs.objects(), "Pod")
+    assert test_pod["spec"]["containers"][0]["image"] == "nvcr.io/nvidia/tritonserver:25.08-py3-sdk"
+    # Pinned to the local server's release: the SDK image follows, and so does NOTES.txt.
+    local_tag = tritonctl.NGC_IMAGE.rsplit(":", 1)[1]
+    assert local_tag == "24.10-py3" and tritonctl.TRITON_VERSION == "2.51.0"
+    pinned = hs.COMBINATIONS["triton-24.10"]
+    assert hs.find(hs.objects(pinned), "Pod")["spec"]["containers"][0]["image"] == (
+        f"{tritonctl.NGC_IMAGE}-sdk"
     )
+    assert "Triton 2.51.0 (NGC 24.10" in hs.chart.notes(hs.render(pinned))
+
+
+def test_the_default_image_is_the_projects_not_the_stock_one() -> None:
+    """The stock NGC image holds neither /models nor the tokenizers package: with
+    repository.source=image it crash-loops, so the chart refuses it (issue 16 item 3)."""
+    assert container()["image"] == "tritonctl-triton:0.1.0"
+    stock = {"image": {"repository": "nvcr.io/nvidia/tritonserver", "tag": "25.08-py3"}}
+    with pytest.raises(ChartError, match="stock NGC image"):
+        hs.render(stock)
+    # With the models elsewhere, the stock image is fine for ONNX-only repositories.
+    assert container({**stock, **hs.COMBINATIONS["source-pvc"]})["image"].startswith("nvcr.io")
 
 
 def test_probes_allow_long_model_loads() -> None:
@@ -175,7 +197,6 @@ def test_in_flight_requests_finish_on_shutdown() -> None:
     )
     sleep = int(container()["lifecycle"]["preStop"]["exec"]["command"][1])
     assert sleep > 0 and sleep + exit_timeout < spec["terminationGracePeriodSeconds"]
-    assert server()["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
 @pytest.mark.parametrize(
@@ -271,7 +292,6 @@ def test_helm_test_pod_runs_the_shipped_script() -> None:
     pod = hs.find(docs, "Pod")
     script = hs.find(docs, "ConfigMap", "-test")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    assert script["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert script["data"]["helm_test.py"] == (
         hs.CHART / "files" / "helm_test.py"
     ).read_text().rstrip("\n")
@@ -282,6 +302,32 @@ def test_helm_test_pod_runs_the_shipped_script() -> None:
     assert (
         env["TRITON_HTTP"] == f"{hs.RELEASE}-tritonctl:8000" and env["TRITON_RESTRICTED"] == "true"
     )
+
+
+def test_helm_test_logs_are_readable_on_helm_3() -> None:
+    """`helm test --logs` (NOTES.txt) exits 1 on Helm 3 when a test hook is not a Pod or is
+    deleted on success (issue 16 item 6): the script's ConfigMap is a plain resource now."""
+    docs = hs.objects()
+    assert cluster_rules.helm3_test_logs_problems(docs) == []
+    script = hs.find(docs, "ConfigMap", "-test")
+    assert "helm.sh/hook" not in (script["metadata"].get("annotations") or {})
+    policy = hs.find(docs, "Pod")["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    assert policy == "before-hook-creation"  # replaced by the next run, readable until then
+    # The check itself: what the old chart rendered.
+    old = [
+        {"kind": "ConfigMap", "metadata": {"name": "t", "annotations": {"helm.sh/hook": "test"}}},
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": "p",
+                "annotations": {
+                    "helm.sh/hook": "test",
+                    "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded",
+                },
+            },
+        },
+    ]
+    assert len(cluster_rules.helm3_test_logs_problems(old)) == 2
 
 
 def test_locust_runs_the_projects_loadtests() -> None:
@@ -306,6 +352,7 @@ def _promql(expr: str) -> None:
         expr.replace("$__rate_interval", "1m")
         .replace("$namespace", "ml")
         .replace("$service", "demo")
+        .replace("$user_models", "text_embedding")
     )
     promql_parser.parse(sample)
 
@@ -323,6 +370,15 @@ def test_alerts_cover_latency_errors_queue_and_drift() -> None:
         in alerts["TritonP95LatencyOverSLO"]
     )
     assert alerts["TritonP95LatencyOverSLO"].endswith("/ 1000 > 100")
+    # The cached ensemble has no summary (tests/test_helm_triton_args.py shows it on the real
+    # server): its latency alert is the mean over its requests (issue 16 item 9).
+    mean = alerts["TritonMeanLatencyOverSLO"]
+    user = f'{selector},model=~"text_embedding"'
+    assert f"rate(nv_inference_request_duration_us{{{user}}}[5m])" in mean
+    assert f"rate(nv_inference_request_success{{{user}}}[5m])" in mean
+    assert mean.endswith("/ 1000 > 100")
+    assert "nv_cache_num_hits_per_model" in recorded["tritonctl:cache_hit_ratio:rate5m"]
+    assert "nv_inference_request_duration_us" in recorded["tritonctl:request_latency_us:mean5m"]
     assert "nv_inference_request_failure" in recorded["tritonctl:error_ratio:rate5m"]
     assert "tritonctl:error_ratio:rate5m" in alerts["TritonErrorRatioHigh"]
     assert "offset 30m" in alerts["TritonQueueTimeGrowing"]
@@ -340,6 +396,9 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
     config_map = hs.find(docs, "ConfigMap", "-dashboard")
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(config_map["data"]["tritonctl.json"])
+    assert "__TRITONCTL_USER_MODELS__" not in config_map["data"]["tritonctl.json"]
+    (user_models,) = [v for v in dashboard["templating"]["list"] if v["name"] == "user_models"]
+    assert user_models["query"] == "text_embedding"
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     for expr in exprs:
         _promql(expr)
@@ -347,6 +406,7 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
     for metric in (
         "nv_inference_request_success",  # throughput
         "nv_inference_request_summary_us",  # latency percentiles
+        "nv_inference_request_duration_us",  # mean latency: all there is for cached models
         "nv_inference_queue_duration_us",  # queue ...
         "nv_inference_compute_infer_duration_us",  # ... vs compute
         "nv_inference_exec_count",  # batch size = count / exec_count
@@ -371,17 +431,176 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
     )
 
 
-def test_http_ingress_caps_the_body_below_the_triton_251_crash() -> None:
+def test_http_ingress_caps_the_body_below_what_the_release_survives() -> None:
     body_size = "nginx.ingress.kubernetes.io/proxy-body-size"
     docs = hs.objects(GRPC_INGRESS)
     http = hs.find(docs, "Ingress", "-http")["metadata"]["annotations"]
     assert http[body_size] == "3840k"  # 3.75 MiB: answered by 2.51, which crashes above ~4 MiB
-    assert body_size not in hs.find(docs, "Ingress", "-grpc")["metadata"]["annotations"]
     own = {"ingress": {**GRPC_INGRESS["ingress"], "http": {"annotations": {body_size: "1m"}}}}
     annotations = hs.find(hs.objects({**GRPC_INGRESS, **own}), "Ingress", "-http")["metadata"]
     assert annotations["annotations"] == {body_size: "1m"}  # the user's own wins, no duplicate
-    for too_big in ("4m", "4096k", "8M", "5000000"):
+    pinned = {"triton": {"release": "24.10"}}
+    for too_big in ("4m", "4096k", "5000000"):
         with pytest.raises(ChartError, match="below 4m"):
+            hs.objects({**pinned, "ingress": {"enabled": True, "http": {"maxBodySize": too_big}}})
+    # Triton 2.60 no longer crashes; it refuses inputs above --http-max-input-size (64 MiB).
+    assert hs.objects({"ingress": {"enabled": True, "http": {"maxBodySize": "16m"}}})
+    with pytest.raises(ChartError, match="http-max-input-size"):
+        hs.objects({"ingress": {"enabled": True, "http": {"maxBodySize": "65m"}}})
+    # The user's own annotation replaces maxBodySize: it may not open the crash either.
+    for too_big in ("10m", "1g", "0"):
+        with pytest.raises(
+            ChartError, match=r"annotations\[nginx.ingress.kubernetes.io/proxy-body"
+        ):
             hs.objects(
-                {**GRPC_INGRESS, "ingress": {"enabled": True, "http": {"maxBodySize": too_big}}}
+                {
+                    **pinned,
+                    "ingress": {"enabled": True, "http": {"annotations": {body_size: too_big}}},
+                }
             )
+    assert hs.objects(
+        {**pinned, "ingress": {"enabled": True, "http": {"annotations": {body_size: "2m"}}}}
+    )
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
+def test_a_body_size_of_zero_is_refused(kind: str) -> None:
+    """nginx reads "0" as no limit at all (issue 16, smaller ones)."""
+    with pytest.raises(ChartError, match="unlimited"):
+        hs.objects({"ingress": {"enabled": True, kind: {"maxBodySize": "0"}}})
+    with pytest.raises(ChartError, match="maxBodySize"):
+        hs.objects({"ingress": {"enabled": True, kind: {"maxBodySize": "1g"}}})  # schema: k or m
+
+
+def test_grpc_ingress_lifts_nginx_1m_body_limit() -> None:
+    """ingress-nginx applies its 1m client_max_body_size to gRPC too, below the HTTP cap, while
+    the docs send large batches over gRPC (issue 16 item 11)."""
+    body_size = "nginx.ingress.kubernetes.io/proxy-body-size"
+    grpc = hs.find(hs.objects(GRPC_INGRESS), "Ingress", "-grpc")["metadata"]["annotations"]
+    assert grpc[body_size] == "64m"
+    assert grpc["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    sizes = {"64m": 64 << 20, "3840k": 3840 << 10}
+    http = hs.find(hs.objects(GRPC_INGRESS), "Ingress", "-http")["metadata"]["annotations"]
+    assert sizes[grpc[body_size]] > sizes[http[body_size]]
+    own = {"ingress": {"enabled": True, "grpc": {"annotations": {body_size: "256m"}}}}
+    assert hs.find(hs.objects(own), "Ingress", "-grpc")["metadata"]["annotations"][body_size] == (
+        "256m"
+    )
+
+
+def _inference_peers(values: dict[str, Any]) -> list[dict[str, Any]]:
+    policy = hs.find(hs.objects(values), "NetworkPolicy")
+    inference = policy["spec"]["ingress"][0]
+    assert {p["port"] for p in inference["ports"]} == {"http", "grpc"}
+    peers: list[dict[str, Any]] = inference["from"]
+    return peers
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+
+def test_network_policy_admits_the_ingress_controller_and_the_gateway() -> None:
+    """With allowFrom empty only the release's namespace was admitted, so an ingress controller
+    or Gateway in its own namespace could not reach the pods (issue 16 item 2)."""
+    assert _namespace("ingress-nginx") not in _inference_peers({})
+    peers = _inference_peers({"ingress": {"enabled": True}})
+    assert _namespace("ingress-nginx") in peers and {"podSelector": {}} in peers
+    own = _inference_peers(
+        {"ingress": {"enabled": True}, "networkPolicy": {"ingressControllerNamespace": "traefik"}}
+    )
+    assert _namespace("traefik") in own and _namespace("ingress-nginx") not in own
+    gateway = {
+        "gateway": {
+            "enabled": True,
+            "parentRefs": [{"name": "gw", "namespace": "gateway"}, {"name": "local"}],
+        }
+    }
+    peers = _inference_peers(gateway)
+    assert _namespace("gateway") in peers and _namespace(hs.NAMESPACE) in peers
+    explicit = {**gateway, "networkPolicy": {"gatewayNamespaces": ["envoy-gateway-system"]}}
+    assert _namespace("envoy-gateway-system") in _inference_peers(explicit)
+    with pytest.raises(ChartError, match="ingressControllerNamespace"):
+        hs.render(
+            {"ingress": {"enabled": True}, "networkPolicy": {"ingressControllerNamespace": ""}}
+        )
+    for values in (gateway, {"ingress": {"enabled": True}}):
+        assert not hs.validate(hs.find(hs.objects(values), "NetworkPolicy"))
+
+
+def test_custom_egress_keeps_dns() -> None:
+    """A custom networkPolicy.egress used to lose name resolution (issue 16, smaller ones)."""
+    storage = {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 443}]}
+    policy = hs.find(hs.objects({"networkPolicy": {"egress": [storage]}}), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    dns, rule = policy["spec"]["egress"]
+    assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    assert rule == storage
+    assert not hs.validate(policy)
+    assert "egress" not in hs.find(hs.objects(), "NetworkPolicy")["spec"]
+
+
+def test_gpu_rollouts_do_not_need_a_spare_gpu() -> None:
+    """maxSurge 1 on a fully used GPU pool leaves the surge pod Pending for ever (issue 16
+    item 5): GPU pods replace one at a time by default; CPU pods keep the zero-downtime surge."""
+    assert server()["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    gpu = server(hs.COMBINATIONS["gpu"])["spec"]["strategy"]["rollingUpdate"]
+    assert gpu == {"maxSurge": 0, "maxUnavailable": 1}
+    chosen = {**hs.COMBINATIONS["gpu"], "updateStrategy": {"maxSurge": "25%", "maxUnavailable": 0}}
+    assert server(chosen)["spec"]["strategy"]["rollingUpdate"] == {
+        "maxSurge": "25%",
+        "maxUnavailable": 0,
+    }
+    with pytest.raises(ChartError, match="updateStrategy"):
+        hs.render({"updateStrategy": {"maxSurge": 1}})  # both keys, or none
+
+
+@pytest.mark.parametrize(
+    ("combination", "disk"), [("source-s3sync", "20Gi"), ("source-native-s3", "2Gi")]
+)
+def test_downloaded_models_request_node_disk(combination: str, disk: str) -> None:
+    """The s3sync emptyDir (and /tmp for native sources) is node disk: without an
+    ephemeral-storage request the scheduler may pick a node without room (issue 16)."""
+    requests = container(hs.COMBINATIONS[combination])["resources"]["requests"]
+    assert requests["ephemeral-storage"] == disk
+    assert "ephemeral-storage" not in container()["resources"]["requests"]
+    own = {
+        **hs.COMBINATIONS[combination],
+        "resources": {"requests": {"cpu": "2", "ephemeral-storage": "50Gi"}},
+    }
+    assert container(own)["resources"]["requests"]["ephemeral-storage"] == "50Gi"
+
+
+def test_one_replica_with_a_disruption_budget_is_flagged() -> None:
+    """maxUnavailable 1 with one replica lets a drain take the service down (issue 16)."""
+    assert "WARNING: 1 replica" in hs.chart.notes(hs.render())
+    assert "WARNING" not in hs.chart.notes(hs.render({"replicaCount": 2}))
+    two = {"autoscaling": {"enabled": True, "minReplicas": 2}}
+    assert "WARNING" not in hs.chart.notes(hs.render(two))
+    readme = (hs.CHART / "README.md").read_text().splitlines()
+    (row,) = [line for line in readme if line.startswith("| PodDisruptionBudget |")]
+    assert "replicaCount" in row and "protects nothing" in row
+
+
+def test_the_admin_key_can_be_stable_across_renders() -> None:
+    """A generated key changes on every `helm template` (GitOps), rolling the pods each time
+    (issue 16): restrictedApis.adminKey and existingSecret render the same bytes every time."""
+    key = "k" * 40
+    first = hs.chart.render({"restrictedApis": {"adminKey": key}}, chart=hs.CHART)
+    second = hs.chart.render({"restrictedApis": {"adminKey": key}}, chart=hs.CHART)
+    assert first == second
+    secret = hs.find(hs.chart.manifests(first), "Secret")
+    import base64
+
+    assert base64.b64decode(secret["data"]["admin-key"]).decode() == key
+    existing = {"restrictedApis": {"existingSecret": "mine"}}
+    assert hs.chart.render(existing, chart=hs.CHART) == hs.chart.render(existing, chart=hs.CHART)
+    # Generated: a new key per render, which NOTES.txt warns GitOps users about.
+    generated = [hs.chart.render({}, chart=hs.CHART) for _ in range(2)]
+    assert generated[0] != generated[1]
+    assert "restrictedApis.existingSecret or restrictedApis.adminKey" in hs.chart.notes(
+        generated[0]
+    )
+    for short in ("short", "k" * 31):
+        with pytest.raises(ChartError, match="adminKey"):
+            hs.render({"restrictedApis": {"adminKey": short}})

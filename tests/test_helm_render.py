@@ -29,13 +29,15 @@ EXPECTED_KINDS = {
         "PrometheusRule",
         "ConfigMap",
     },
-    "keda": {"ScaledObject"},
+    "keda": {"ScaledObject", "ServiceMonitor"},
     "source-pvc": {"Deployment"},
     "source-s3sync": {"Deployment"},
     "source-native-s3": {"Deployment"},
     "source-native-gs": {"Deployment"},
     "locust": {"Deployment", "Service"},
     "ingress-gateway": {"Ingress", "GRPCRoute"},
+    "triton-24.10": {"Deployment", "Pod"},
+    "gitops-stable-key": {"Deployment", "Secret"},
     "mode-none-no-restrictions": {"Deployment", "Service"},
 }
 

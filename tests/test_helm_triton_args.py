@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,11 +50,9 @@ class ChartedTriton(LocalTriton):
         return ["double"]
 
 
-@pytest.fixture(scope="module")
-def charted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
-    repository = make_tiny_repository(tmp_path_factory.mktemp("charted"))
-    extra = chart_args({"server": {"loadModels": ["double"], "exitTimeoutSeconds": 5}})
-    server = ChartedTriton(
+def charted_server(kind: type[ChartedTriton], repository: Path, extra: list[str]) -> ChartedTriton:
+    """A local server whose flags (cache, summaries, restricted APIs) all come from the chart."""
+    return kind(
         repository,
         restrict_apis=False,
         cache_size=0,
@@ -61,7 +60,18 @@ def charted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
         exit_timeout=5,
         extra_args=extra,
     )
-    with server:
+
+
+@pytest.fixture(scope="module")
+def charted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
+    repository = make_tiny_repository(tmp_path_factory.mktemp("charted"))
+    extra = chart_args(
+        {
+            "server": {"loadModels": ["double"], "exitTimeoutSeconds": 5},
+            "userFacingModels": ["double"],
+        }
+    )
+    with charted_server(ChartedTriton, repository, extra) as server:
         yield server
 
 
@@ -183,3 +193,152 @@ def test_liveness_probe_fails_on_a_dead_stub_and_a_dead_server(tmp_path) -> None
         assert dead.returncode == 1 and "Python backend stub" in dead.stderr, dead.stderr
     gone = probe(command, pid)
     assert gone.returncode == 1 and "not live" in gone.stderr, gone.stderr
+
+
+# Restricted APIs: what the probes need stays open -------------------------------------------
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def _schema_apis() -> list[str]:
+    schema = json.loads((hs.CHART / "values.schema.json").read_text())
+    apis: list[str] = schema["properties"]["restrictedApis"]["properties"]["apis"]["items"]["enum"]
+    return apis
+
+
+class KeyedHealthTriton(ChartedTriton):
+    """Waits for readiness with the admin key, so it also starts when health is restricted."""
+
+    def _get_ok(self, path: str) -> bool:
+        try:
+            return _get(f"{self.url}{path}", {"admin-key": ADMIN_KEY}) == 200
+        except OSError:  # not listening yet
+            return False
+
+
+@pytest.mark.parametrize("restrict_health", [False, True])
+def test_probes_answer_whatever_the_schema_lets_you_restrict(
+    tmp_path: Path, restrict_health: bool
+) -> None:
+    """The probes send no admin key. Restricting `health`, which the schema used to accept, makes
+    /v2/health/* answer 403 and the kubelet kill the pod (issue 16 item 4): the real server with
+    every API the schema allows restricted, and then with health added."""
+    apis = _schema_apis()
+    assert "health" not in apis and {"inference", "metadata", "model-repository"} <= set(apis)
+    extra = chart_args(
+        {
+            "server": {"loadModels": ["double"]},
+            "userFacingModels": ["double"],
+            "restrictedApis": {"apis": apis},
+        }
+    )
+    if restrict_health:  # the schema refuses it now, so it is added to the rendered flags
+        extra = [
+            a.replace(":admin-key=", ",health:admin-key=", 1) if "-restricted-" in a else a
+            for a in extra
+        ]
+    with charted_server(KeyedHealthTriton, make_tiny_repository(tmp_path), extra) as server:
+        assert server.process is not None
+        live = _get(f"{server.url}/v2/health/live")
+        ready = _get(f"{server.url}/v2/health/ready")
+        probe_result = probe(liveness_command(server.http_port), server.process.pid)
+    if restrict_health:
+        assert (live, ready) == (403, 403)
+        assert probe_result.returncode == 1 and "not live" in probe_result.stderr
+    else:
+        assert (live, ready) == (200, 200)
+        assert probe_result.returncode == 0, probe_result.stderr
+
+
+# The chart's default flags on the real repository ---------------------------------------------
+
+DEFAULT_MODELS = ["tokenizer", "text_encoder", "pooling", "text_embedding"]
+
+
+class ChartedDefaults(ChartedTriton):
+    def expected_models(self) -> list[str]:
+        return DEFAULT_MODELS
+
+
+@pytest.fixture(scope="module")
+def charted_defaults(model_repository: Path) -> Iterator[LocalTriton]:
+    """The real server with the chart's default flags over the repository the image holds."""
+    with charted_server(ChartedDefaults, model_repository, chart_args({})) as server:
+        yield server
+
+
+def test_the_defaults_load_the_default_models(charted_defaults: LocalTriton) -> None:
+    """The defaults' command line serves their models (issue 16 item 3, with
+    tests/test_docker.py for what the image holds)."""
+    status, body = _post(f"{charted_defaults.url}/v2/repository/index", {"admin-key": ADMIN_KEY})
+    assert status == 200
+    states = {m["name"]: m.get("state") for m in json.loads(body)}
+    assert {m: states[m] for m in DEFAULT_MODELS} == dict.fromkeys(DEFAULT_MODELS, "READY")
+    assert _post(f"{charted_defaults.url}/v2/repository/index")[0] == 403
+    assert _get(f"{charted_defaults.url}/v2/health/ready") == 200
+
+
+def _metrics(server: LocalTriton) -> dict[tuple[str, str], float]:
+    """(series name, model) -> value, for the per-model series."""
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    values: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or 'model="' not in line or "quantile" in line:
+            continue
+        name, rest = line.split("{", 1)
+        model = rest.split('model="', 1)[1].split('"', 1)[0]
+        values[(name, model)] = values.get((name, model), 0.0) + float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def test_the_latency_alert_and_the_queue_signal_see_the_cached_ensemble(
+    charted_defaults: LocalTriton,
+) -> None:
+    """What the alerts and the autoscaler read, on the real server after cached and uncached
+    requests (issue 16 items 9 and 10):
+    - the cached ensemble has no nv_inference_request_summary_us, so a p95 alert cannot see it;
+    - the series TritonMeanLatencyOverSLO divides, and the cache-hit series, exist for it;
+    - its own queue time stays near 0 while its requests queue in the composing models, so the
+      queue signal takes the queue of every model over the ensemble's requests."""
+    import concurrent.futures
+
+    import tritonclient.grpc as grpcclient
+
+    before = _metrics(charted_defaults)
+    texts = [f"request {i} of the alert test about a cat on a mat" for i in range(48)]
+
+    def embed(text: str) -> None:
+        client = grpcclient.InferenceServerClient(charted_defaults.grpc_address)
+        try:
+            tensor = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+            client.infer("text_embedding", [tensor])
+        finally:
+            client.close()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(embed, texts))  # misses, 8 at a time
+        list(pool.map(embed, texts[:16]))  # hits
+    after = _metrics(charted_defaults)
+
+    def delta(name: str, model: str) -> float:
+        return after.get((name, model), 0.0) - before.get((name, model), 0.0)
+
+    assert ("nv_inference_request_summary_us_count", "text_embedding") not in after
+    assert ("nv_inference_request_summary_us_count", "text_encoder") in after
+    assert delta("nv_inference_request_success", "text_embedding") == 64
+    assert delta("nv_inference_request_duration_us", "text_embedding") > 0
+    assert delta("nv_cache_num_hits_per_model", "text_embedding") == 16
+    assert delta("nv_cache_num_misses_per_model", "text_embedding") == 48
+    composing = sum(
+        delta("nv_inference_queue_duration_us", m) for m in ("tokenizer", "text_encoder", "pooling")
+    )
+    assert delta("nv_inference_queue_duration_us", "text_embedding") < composing / 10

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tritonctl.commands.loadtest import duration, user_list
-from tritonctl.loadtest.locust_runner import Target, run_seconds
+from tritonctl.cli import main
+from tritonctl.commands.loadtest import default_profile, duration, rate_list, user_list
+from tritonctl.loadtest.capacity import Step, _rate_schedule
+from tritonctl.loadtest.locust_runner import LoadTestError, Target, locust_users, run_seconds
 from tritonctl.loadtest.results import locust_percentile
+from tritonctl.loadtest.run import check_reachable
 from tritonctl.loadtest.slo import (
     Figures,
     Objectives,
@@ -25,9 +28,11 @@ from tritonctl.loadtest.slo import (
     load_profile,
     parse_profile,
 )
+from tritonctl.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "loadtests"))
+import arrivals  # noqa: E402
 import payloads  # noqa: E402
 
 PROFILES = sorted((ROOT / "loadtests" / "slo").glob("*.yaml"))
@@ -54,6 +59,8 @@ def test_shipped_profiles_load_and_set_every_objective(path: Path) -> None:
     assert None not in (objectives.p50_ms, objectives.p95_ms, objectives.p99_ms)
     assert objectives.p50_ms <= objectives.p95_ms <= objectives.p99_ms  # type: ignore[operator]
     assert objectives.max_error_ratio is not None and objectives.min_rps is not None
+    # The expected load is an arrival rate (open loop) the throughput objective can reach.
+    assert profile.open_loop and profile.rate_rps >= objectives.min_rps  # type: ignore[operator]
     # Each figure comes with its measurement and headroom written beside it.
     assert "measured" in path.read_text()
 
@@ -72,6 +79,12 @@ def test_profiles_cover_both_pipelines() -> None:
         ({"model": "m", "load": {"users": 0}}, "users must be at least 1"),
         ({"model": "m", "objectives": {"max_error_ratio": 5}}, "ratio in 0..1"),
         ({"model": "m", "load": {"shape": "sine"}}, "shape 'sine'"),
+        ({"model": "m", "load": {"mode": "open"}}, "open loop needs a positive rate_rps"),
+        ({"model": "m", "load": {"rate_rps": 10, "shape": "ramp"}}, "constant rate"),
+        ({"model": "m", "load": {"rate_rps": 10, "arrivals": "bursty"}}, "arrivals 'bursty'"),
+        ({"model": "m", "capacity": {"repeats": 2, "required": 3}}, "between 1 and repeats"),
+        ({"model": "m", "capacity": {"rates": [10, -1]}}, "rates must be positive"),
+        ({"model": "m", "capacity": {"factor": 1}}, "factor must be above 1"),
     ],
 )
 def test_bad_profiles_are_rejected_with_the_reason(data: dict, message: str) -> None:
@@ -85,17 +98,47 @@ def test_overrides_replace_load_and_objectives() -> None:
     )
     assert profile.users == 8 and profile.objectives.p95_ms == 0.01
     assert profile.model == "text_embedding"  # None leaves a field alone
+    opened = profile.with_overrides(rate_rps=25.0, capacity_repeats=5)
+    assert opened.open_loop and opened.load_label == "open loop, 25 req/s (poisson arrivals)"
+    assert opened.capacity.repeats == 5
+    closed = opened.with_overrides(mode="closed")
+    assert closed.load_label == "closed loop, 8 users"
+
+
+def test_open_loop_profiles_parse() -> None:
+    profile = parse_profile(
+        {
+            "model": "m",
+            "load": {"rate_rps": 40, "arrivals": "constant", "drain_s": 2},
+            "capacity": {"rates": [10, 20], "repeats": 3, "required": 2},
+        }
+    )
+    assert (profile.mode, profile.rate_rps, profile.arrivals, profile.drain) == (
+        "open",
+        40.0,
+        "constant",
+        2.0,
+    )
+    assert profile.capacity.rates == (10.0, 20.0) and profile.capacity.required == 2
+
+
+def test_the_drain_outlasts_the_latency_objectives() -> None:
+    assert SloProfile(objectives=Objectives(p99_ms=2000)).drain == 3.0
+    assert SloProfile(objectives=Objectives(p50_ms=10)).drain == 1.0  # at least 1 s
+    assert SloProfile(objectives=Objectives(p99_ms=60_000)).drain == 30.0  # at most 30 s
+    assert SloProfile().drain == 2.0
 
 
 def test_a_miss_is_named_with_how_much() -> None:
     results = evaluate(Objectives(p50_ms=100, p95_ms=50, min_rps=50), figures(p95_ms=120.3, rps=20))
     failed = [r.message for r in results if not r.passed]
     assert failed == ["p95 120.3 ms > 50 ms (+141%)", "throughput 20.0 req/s < 50.0 req/s (-60%)"]
-    assert [r.passed for r in results] == [True, False, False]
+    assert [r.passed for r in results] == [True, False, True, False]  # p50, p95, errors, rps
 
 
 def test_impossible_p95_fails() -> None:
-    (result,) = evaluate(Objectives(p95_ms=0.01), figures(p95_ms=3))
+    (result, errors) = evaluate(Objectives(p95_ms=0.01), figures(p95_ms=3))
+    assert errors.passed
     assert not result.passed
     assert result.message.startswith("p95 3 ms > 0.01 ms")
 
@@ -104,11 +147,13 @@ def test_error_ratio_and_empty_runs() -> None:
     (errors,) = evaluate(Objectives(max_error_ratio=0.01), figures(failures=50))
     assert not errors.passed and "error ratio 5.00% > 1.00%" in errors.message
     empty = evaluate(Objectives(p95_ms=50), figures(requests=0, p95_ms=0))
-    assert [r.key for r in empty if not r.passed] == ["requests"]
+    # Nothing measured: no success, and (with nothing sent) a 100% error ratio; no latency.
+    assert [r.key for r in empty if not r.passed] == ["succeeded", "max_error_ratio"]
 
 
 def test_skipped_objectives_are_not_checked() -> None:
-    assert evaluate(Objectives(min_rps=1e9), figures(), skip=("min_rps",)) == []
+    checked = evaluate(Objectives(min_rps=1e9), figures(), skip=("min_rps",))
+    assert [r.key for r in checked] == ["max_error_ratio"]
 
 
 def test_percentiles_match_locusts_own_function() -> None:
@@ -195,11 +240,107 @@ def test_targets_follow_tritons_port_layout() -> None:
     assert grpc.host_for("grpc") == "grpc://10.0.0.5:9001"
 
 
-def test_run_time_covers_spawning_warmup_and_window() -> None:
-    assert run_seconds(SloProfile(users=8, spawn_rate=4, warmup_s=3, duration_s=10)) == 15
+def test_run_time_covers_spawning_warmup_window_and_drain() -> None:
+    closed = SloProfile(users=8, spawn_rate=4, warmup_s=3, duration_s=10, drain_s=1.5)
+    assert run_seconds(closed) == 17  # 2 + 3 + 10 + 1.5
+    assert run_seconds(closed.with_overrides(shape="step")) == 15
+    opened = closed.with_overrides(rate_rps=100.0)
+    assert locust_users(opened) == (1, 1.0)  # one sender, started at once
+    assert locust_users(opened, workers=3) == (3, 3.0)  # one per worker
+    assert run_seconds(opened) == 16
+
+
+def test_arrival_schedules_deliver_the_rate() -> None:
+    import itertools
+    import random
+
+    times = list(
+        itertools.islice(arrivals.send_times(50.0, "poisson", 0.0, random.Random(1)), 5000)
+    )
+    assert times == sorted(times)
+    assert 5000 / times[-1] == pytest.approx(50.0, rel=0.05)
+    gaps = np.diff(times)
+    assert np.std(gaps) == pytest.approx(np.mean(gaps), rel=0.1)  # exponential: sd = mean
+    steady = list(
+        itertools.islice(arrivals.send_times(50.0, "constant", 0.0, random.Random(1)), 100)
+    )
+    assert np.allclose(np.diff(steady), 0.02) and 0 <= steady[0] < 0.02
+    with pytest.raises(ValueError, match="positive"):
+        next(arrivals.send_times(0.0, "poisson", 0.0, random.Random(1)))
+
+
+class _Run:
+    def __init__(self, passed: bool) -> None:
+        self.passed = passed
+
+
+def _search(profile: SloProfile, capacity: float) -> list[tuple[float, bool]]:
+    """The rates the open-loop search tries against a server that holds up to ``capacity``."""
+    next_rate = _rate_schedule(profile)
+    steps: list[Step] = []
+    while (rate := next_rate(steps)) is not None:
+        steps.append(Step(rate, [_Run(rate <= capacity)]))  # type: ignore[list-item]
+    return [(s.load, s.held) for s in steps]
+
+
+def test_the_rate_search_brackets_then_bisects() -> None:
+    profile = SloProfile().with_overrides(capacity_start_rps=10, capacity_refine=2)
+    assert _search(profile, 57) == [
+        (10, True), (20, True), (40, True), (80, False), (60, False), (50, True),
+    ]  # fmt: skip
+    # A first rate that breaks: halve until one holds, then bisect.
+    assert _search(profile, 3) == [
+        (10, False), (5, False), (2.5, True), (3.75, False), (3.12, False),
+    ]  # fmt: skip
+    listed = profile.with_overrides(capacity_rates=(5.0, 20.0, 40.0))
+    assert _search(listed, 25) == [(5, True), (20, True), (40, False)]
+    assert _search(listed, 0.01) == [(5, False)]  # stops at the first rate that breaks
+
+
+def test_a_step_holds_when_k_of_n_runs_hold() -> None:
+    step = Step(10.0, required=2, repeats=3)
+    step.runs = [_Run(True), _Run(False)]  # type: ignore[list-item]
+    assert not step.held and not step.decided  # one more run decides
+    step.runs.append(_Run(True))  # type: ignore[arg-type]
+    assert step.held and step.decided and step.held_runs == 2
+    broken = Step(10.0, required=2, repeats=3)
+    broken.runs = [_Run(False), _Run(False)]  # type: ignore[list-item]
+    assert broken.decided and not broken.held  # 2 of 3 can no longer hold
+
+
+def test_no_server_is_could_not_run_naming_the_cause(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    for protocol in ("http", "grpc"):
+        with pytest.raises(LoadTestError, match="no Triton server answers"):
+            check_reachable(Target.from_url(f"http://127.0.0.1:{port}"), protocol, timeout=2)
+    code = main(
+        [
+            "loadtest",
+            "--target",
+            f"http://127.0.0.1:{port}",
+            "--protocol",
+            "http",
+            "--duration",
+            "1",
+        ]
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
     assert (
-        run_seconds(SloProfile(users=8, spawn_rate=4, warmup_s=3, duration_s=10, shape="step"))
-        == 13
+        f"loadtest could not run: no Triton server answers over HTTP at http://127.0.0.1:{port}"
+        in err
+    )
+    assert "Connection refused" in err and "inf%" not in err
+
+
+def test_a_misspelt_model_has_no_profile_and_a_hint() -> None:
+    path, hint = default_profile("text_embeding")
+    assert path is None
+    assert "No SLO profile for model 'text_embeding'" in hint
+    assert "did you mean 'text_embedding'?" in hint
+    assert (
+        default_profile("digit_classifier")[0]
+        == ROOT / "loadtests" / "slo" / "digit_classifier.yaml"
     )
 
 
@@ -207,6 +348,7 @@ def test_command_line_values() -> None:
     assert duration("30") == duration("30s") == 30
     assert duration("1m30s") == 90
     assert user_list("1,2, 4") == (1, 2, 4)
+    assert rate_list("10, 20.5") == (10.0, 20.5)
     for bad in ("x", ""):
         with pytest.raises(Exception, match="duration"):
             duration(bad)

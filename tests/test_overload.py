@@ -120,6 +120,9 @@ def test_retry_gets_through_after_a_rejection(server: LocalTriton) -> None:
         on_retry=lambda attempt, error, delay: retries.append(attempt),
     )
     assert float(result.as_numpy("Y")[0, 0]) == 3.0
+    # What the test is named for: the queue policy rejected the call at least once (12
+    # requests of 50 ms ahead of it outlast the 300 ms queue timeout) and backoff got it through.
+    assert retries, "the call was never rejected, so nothing was retried"
     for request in burst:
         request.cancel()
     client.close()

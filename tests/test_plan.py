@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from tests import helm_support as hs
 from tritonctl.cli import main
-from tritonctl.k8s.plan import Capacity, PlanError, load_capacity, make_plan, replicas_for
+from tritonctl.k8s.plan import (
+    Capacity,
+    PlanError,
+    latest_capacity_report,
+    load_capacity,
+    make_plan,
+    replicas_for,
+)
 
 
 @pytest.mark.parametrize(
@@ -183,3 +190,74 @@ def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 2
     assert "headroom must be in [0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def _capacity_report(root: Path, name: str, capacity: dict) -> Path:
+    folder = root / "loadtest" / name
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"capacity": capacity}))
+    return folder / "summary.json"
+
+
+def test_plan_reads_the_open_loop_rate_and_its_evidence(tmp_path: Path) -> None:
+    path = _summary(
+        tmp_path,
+        {"capacity": {"rps": 40.0, "mode": "open-loop", "held_runs": 2, "runs": 3}},
+    )
+    capacity = load_capacity(path)
+    assert (capacity.rps, capacity.mode, capacity.closed_loop) == (40.0, "open-loop", False)
+    text = "\n".join(make_plan(200, capacity).reasoning)
+    assert "serves 40 requests/s arriving within the SLO, held in 2 of 3 runs" in text
+    assert "WARNING" not in text
+
+
+def test_a_closed_loop_capacity_is_flagged_in_the_plan(tmp_path: Path) -> None:
+    # Written by a closed-loop search, or by the search before open loop existed (no mode).
+    for capacity in (
+        {"rps": 284.0, "users": 16, "mode": "closed-loop"},
+        {"rps": 284.0, "users": 16},
+    ):
+        loaded = load_capacity(_summary(tmp_path, {"capacity": capacity}))
+        assert loaded.closed_loop
+        plan = make_plan(1000, loaded)
+        assert "WARNING: a closed-loop figure, not an arrival rate" in plan.reasoning[0]
+        assert "WARNING: a closed-loop figure" in plan.to_yaml()  # in the override's header too
+
+
+def test_the_latest_capacity_report_is_found(tmp_path: Path) -> None:
+    older = _capacity_report(
+        tmp_path, "20260101-090000-text_embedding-grpc-capacity", {"rps": 10.0}
+    )
+    newest = _capacity_report(
+        tmp_path, "20260102-090000-digit_classifier-http-capacity", {"rps": 90.0}
+    )
+    (tmp_path / "loadtest" / "20260103-090000-text_embedding-grpc").mkdir()  # not a search
+    reports = tmp_path / "loadtest"
+    assert latest_capacity_report(reports) == newest
+    assert latest_capacity_report(reports, "text_embedding") == older
+    with pytest.raises(PlanError, match="no capacity report for model 'nope'"):
+        latest_capacity_report(reports, "nope")
+    with pytest.raises(PlanError, match="run `tritonctl loadtest --find-capacity` first"):
+        latest_capacity_report(tmp_path / "empty")
+
+
+def test_cli_plans_from_the_latest_loadtest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tritonctl import paths
+
+    monkeypatch.setattr(paths, "reports_dir", lambda: tmp_path)
+    _capacity_report(
+        tmp_path,
+        "20260102-090000-text_embedding-grpc-capacity",
+        {"rps": 50.0, "mode": "open-loop", "held_runs": 3, "runs": 3},
+    )
+    out = tmp_path / "values.yaml"
+    assert main(["plan", "--target-rps", "700", "--from-loadtest", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "20260102-090000-text_embedding-grpc-capacity" in printed
+    assert "ceil(700 / 35) = 20" in printed
+    folder = tmp_path / "loadtest" / "20260102-090000-text_embedding-grpc-capacity"
+    assert (
+        main(["plan", "--target-rps", "700", "--from-loadtest", str(folder), "-o", str(out)]) == 0
+    )

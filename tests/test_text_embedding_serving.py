@@ -40,7 +40,7 @@ def reference():  # type: ignore[no-untyped-def]
     from tokenizers import Tokenizer
     from transformers import AutoModel
 
-    from tritonctl.build.text_export import weights_dir
+    from tritonctl.recipes.text.export import weights_dir
 
     model = AutoModel.from_pretrained(str(weights_dir())).eval()
     tokenizer = Tokenizer.from_file(str(weights_dir() / "tokenizer.json"))
@@ -83,20 +83,44 @@ def burst(server: LocalTriton, model: str, items: list[bytes]) -> list[Outcome]:
     return [answers[i] for i in range(len(items))]
 
 
+def _counts(server: LocalTriton, model: str) -> tuple[int, int]:
+    """(inference count, execution count) of ``model`` so far, from Triton's statistics."""
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    try:
+        entry = client.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]
+    finally:
+        client.close()
+    return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
+
+
+def _fresh(texts: list[str], protocol: str) -> list[str]:
+    """``texts`` made unique to this run and protocol: no response cache entry can answer them
+    (the [http] run of a test would otherwise be answered from what its [grpc] run cached)."""
+    nonce = f"{protocol}-{uuid.uuid4().hex[:8]}"
+    return [f"{text} [{nonce}]" for text in texts]
+
+
+@pytest.mark.parametrize(
+    ("model", "encoder", "min_cosine"),
+    [
+        ("text_embedding", "text_encoder", 0.9999),
+        ("text_embedding_int8", "text_encoder_int8", 0.99),
+    ],
+)
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_fp32_matches_the_reference(triton: LocalTriton, reference, protocol: str) -> None:  # type: ignore[no-untyped-def]
+def test_served_embeddings_match_the_reference(  # type: ignore[no-untyped-def]
+    triton: LocalTriton, reference, protocol: str, model: str, encoder: str, min_cosine: float
+) -> None:
     url = triton.grpc_address if protocol == "grpc" else triton.http_address
-    served = embed(SAMPLE, url, protocol=protocol)  # type: ignore[arg-type]
-    assert served.shape == (len(SAMPLE), 384) and served.dtype == np.float32
+    texts = _fresh(SAMPLE, protocol)
+    before = _counts(triton, encoder)
+    served = embed(texts, url, protocol=protocol, model=model)  # type: ignore[arg-type]
+    inferred = _counts(triton, encoder)[0] - before[0]
+    # The encoder computed every one of them: nothing came from the ensemble's response cache.
+    assert inferred == len(texts), f"{encoder} ran {inferred} of {len(texts)} texts"
+    assert served.shape == (len(texts), 384) and served.dtype == np.float32
     assert np.allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
-    assert _cosines(served, reference(SAMPLE)).min() >= 0.9999
-
-
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_int8_matches_the_reference(triton: LocalTriton, reference, protocol: str) -> None:  # type: ignore[no-untyped-def]
-    url = triton.grpc_address if protocol == "grpc" else triton.http_address
-    served = embed(SAMPLE, url, protocol=protocol, model="text_embedding_int8")  # type: ignore[arg-type]
-    assert _cosines(served, reference(SAMPLE)).min() >= 0.99
+    assert _cosines(served, reference(texts)).min() >= min_cosine
 
 
 def test_similar_sentences_are_closer_than_unrelated_ones(triton: LocalTriton) -> None:
@@ -106,24 +130,12 @@ def test_similar_sentences_are_closer_than_unrelated_ones(triton: LocalTriton) -
 
 
 def test_the_encoder_executes_batches_under_concurrency(triton: LocalTriton) -> None:
-    client = grpcclient.InferenceServerClient(triton.grpc_address)
-
-    def counts() -> tuple[int, int]:
-        stats = client.get_inference_statistics(model_name="text_encoder", as_json=True)
-        entry = stats["model_stats"][0]
-        return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
-
-    try:
-        inferences, executions = counts()
-        tag = uuid.uuid4().hex[:8]  # fresh texts: the ensemble's cache must not answer them
-        items = [
-            f"Request {i} of burst {tag} about sentence embeddings.".encode() for i in range(48)
-        ]
-        answers = burst(triton, "text_embedding", items)
-        assert all(isinstance(a, np.ndarray) for a in answers)
-        new_inferences, new_executions = counts()
-    finally:
-        client.close()
+    inferences, executions = _counts(triton, "text_encoder")
+    tag = uuid.uuid4().hex[:8]  # fresh texts: the ensemble's cache must not answer them
+    items = [f"Request {i} of burst {tag} about sentence embeddings.".encode() for i in range(48)]
+    answers = burst(triton, "text_embedding", items)
+    assert all(isinstance(a, np.ndarray) for a in answers)
+    new_inferences, new_executions = _counts(triton, "text_encoder")
     inferred, executed = new_inferences - inferences, new_executions - executions
     assert inferred == len(items)
     assert executed < inferred, f"{inferred} inferences in {executed} executions: no batching"
@@ -146,8 +158,13 @@ def test_a_repeated_request_is_served_from_the_cache(triton: LocalTriton) -> Non
 
 
 def test_one_request_can_carry_several_texts(triton: LocalTriton, reference) -> None:  # type: ignore[no-untyped-def]
-    texts = ["Short.", "A noticeably longer sentence that lands in a bigger padding bucket " * 3]
+    texts = _fresh(
+        ["Short.", "A noticeably longer sentence that lands in a bigger padding bucket " * 3],
+        "http",
+    )
+    before = _counts(triton, "text_encoder")[0]
     served = embed(texts, triton.http_address, protocol="http")
+    assert _counts(triton, "text_encoder")[0] - before == len(texts)
     assert _cosines(served, reference(texts)).min() >= 0.9999
 
 
@@ -165,8 +182,12 @@ def test_bad_input_fails_only_its_own_request(triton: LocalTriton, reference) ->
         "whitespace": (b" \t\n ", r"empty or whitespace only"),
         "too-long": (b"x" * (300 * 1024), r"too long: \d+ bytes"),
     }
+    good = dict(zip(good, _fresh(list(good.values()), "grpc"), strict=True))
     items = [t.encode() for t in good.values()] * 3 + [b for b, _ in bad.values()] * 3
+    before = _counts(triton, "text_encoder")[0]
     answers = burst(triton, "text_embedding", items)
+    # The good texts were computed in this burst, alongside the bad ones (not cached answers).
+    assert _counts(triton, "text_encoder")[0] - before >= len(good)
 
     expected = reference(list(good.values()))
     for position, answer in enumerate(answers[: len(good) * 3]):

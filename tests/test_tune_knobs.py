@@ -90,6 +90,20 @@ def test_write_configs_shows_a_diff_and_keeps_a_backup(tmp_path: Path) -> None:
     assert diffs and not written
 
 
+def test_a_second_tune_keeps_the_first_backup(tmp_path: Path) -> None:
+    repo = _with_ensemble(tmp_path / "repo")
+    original = (repo / "double" / "config.pbtxt").read_text()
+    write_configs(
+        repo, {"double": load_config(repo / "double")}, {"double.max_queue_delay_us": 1000}, True
+    )
+    first = (repo / "double" / "config.pbtxt").read_text()
+    write_configs(
+        repo, {"double": load_config(repo / "double")}, {"double.max_queue_delay_us": 0}, True
+    )
+    assert (repo / "double" / "config.pbtxt").read_text() != first
+    assert (repo / "double" / "config.pbtxt.bak").read_text() == original  # not the first tune's
+
+
 def test_staged_copy_without_batching_or_cache(tmp_path: Path) -> None:
     repo = _with_ensemble(tmp_path / "repo")
     staged = stage_repository(
@@ -121,3 +135,29 @@ def test_unchanged_knobs_keep_settings_they_read_only_in_part(tmp_path: Path) ->
     moved = knobs.apply(configs, {**start, "double.instances": 2}, base=start)["double"]
     assert list(moved.dynamic_batching.preferred_batch_size) == [8, 16]
     assert moved.instance_group[0].count == 2
+
+
+def test_knobs_search_spinning_lone_request_threads_and_buckets(tmp_path: Path) -> None:
+    repo = _with_ensemble(tmp_path / "repo")
+    configs = {n: load_config(repo / n) for n in composing_models(repo, "pipe")}
+    tokenizer = configs["add_one"]
+    tokenizer.parameters["length_buckets"].string_value = "16,32,64,128,256"
+    names = [k.name for k in knobs.default_knobs(configs, ensemble_batch=8)]
+    assert {"double.spinning", "double.solo_threads", "add_one.length_buckets"} <= set(names)
+    start = knobs.current(configs, knobs.default_knobs(configs, ensemble_batch=8))
+    assert start["double.spinning"] == "1" and start["double.solo_threads"] == 0  # ORT defaults
+    tuned = knobs.apply(
+        configs,
+        {
+            "double.spinning": "0",
+            "double.solo_threads": 2,
+            "add_one.length_buckets": knobs.BUCKET_SETS[1],
+        },
+    )
+    parameters = tuned["double"].parameters
+    assert parameters["session.intra_op.allow_spinning"].string_value == "0"
+    assert parameters["solo_intra_op_thread_count"].string_value == "2"
+    buckets = tuned["add_one"].parameters["length_buckets"].string_value
+    assert buckets.split(",")[:3] == ["8", "16", "24"] and buckets.endswith("256")
+    cleared = knobs.apply(tuned, {"double.solo_threads": 0})
+    assert "solo_intra_op_thread_count" not in cleared["double"].parameters

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from tritonctl.loadtest.slo import Figures, Objectives
-from tritonctl.tune.search import Knob, better, coordinate_descent, grid_size
+from tritonctl.tune.search import (
+    Knob,
+    better,
+    confirm_knobs,
+    coordinate_descent,
+    grid_size,
+    keep_change,
+)
 
 KNOBS = [
     Knob("m.max_queue_delay_us", (0, 1000, 2000, 4000, 8000)),
@@ -106,7 +113,86 @@ def test_paired_measurement_cancels_drift() -> None:
         Objectives(),
         min_gain=0.1,
         max_passes=1,
-        measure_pair=lambda inc, cand: (drifting(inc), drifting(cand), {}),
+        measure_pair=lambda inc, cand, first: (
+            (drifting(inc), drifting(cand), {})
+            if first
+            else (*reversed((drifting(cand), drifting(inc))), {})
+        ),
     )
     assert paired.best.candidate == {"m.useless": 0, "m.instances": 2}
     assert paired.best.extra["incumbent"] == 0 and paired.best.extra["paired_ratio"] > 1.1
+
+
+def test_the_search_alternates_which_side_of_a_pair_runs_first() -> None:
+    orders: list[bool] = []
+
+    def pair(incumbent: dict, candidate: dict, incumbent_first: bool) -> tuple:
+        orders.append(incumbent_first)
+        return synthetic(incumbent)[0], synthetic(candidate)[0], {}
+
+    start = {k.name: k.values[0] for k in KNOBS}
+    result = coordinate_descent(
+        KNOBS, start, synthetic, Objectives(p95_ms=25.0), max_trials=7, measure_pair=pair
+    )
+    assert orders == [True, False, True, False, True, False]  # never always the incumbent
+    assert [t.extra["order"] for t in result.trials[1:3]] == ["incumbent first", "candidate first"]
+
+
+def _figures(rps: float, p99: float = 30.0) -> Figures:
+    return Figures(1000, 0, rps, 10.0, 20.0, p99)
+
+
+SLO = Objectives(p99_ms=100.0)
+
+
+def test_a_throughput_loss_is_never_kept_because_one_baseline_window_spiked() -> None:
+    # The review's case: the candidate runs at 0.70x; one of the baseline's windows spiked
+    # past the p99 limit. "Meets the SLO and the baseline does not" must not keep it.
+    pairs = [(_figures(100.0), _figures(70.0)), (_figures(100.0, p99=150.0), _figures(70.0))]
+    verdict = keep_change(pairs, SLO, min_gain=0.1)
+    assert not verdict.keep
+    assert verdict.reason.startswith("a throughput loss beyond noise: 0.70x")
+    assert (verdict.candidate_meets, verdict.incumbent_meets) == (2, 1)
+
+
+def test_the_keep_rule() -> None:
+    gain = [(_figures(100.0), _figures(125.0)), (_figures(100.0), _figures(118.0))]
+    assert keep_change(gain, SLO, 0.1).keep
+    noise = [(_figures(100.0), _figures(106.0)), (_figures(100.0), _figures(103.0))]
+    assert not keep_change(noise, SLO, 0.1).keep  # within the noise margin
+    one_bad_round = [(_figures(100.0), _figures(140.0)), (_figures(100.0), _figures(85.0))]
+    assert not keep_change(one_bad_round, SLO, 0.1).keep  # lost 15% in one round
+    misses = [(_figures(100.0), _figures(120.0, p99=300.0)), (_figures(100.0), _figures(130.0))]
+    assert not keep_change(misses, SLO, 0.1).keep  # misses the SLO in a round
+    # The incumbent misses the SLO in every round and the change fixes it at equal throughput.
+    fixes = [
+        (_figures(100.0, p99=200.0), _figures(97.0)),
+        (_figures(100.0, p99=180.0), _figures(99.0)),
+    ]
+    verdict = keep_change(fixes, SLO, 0.1)
+    assert verdict.keep and "misses the SLO in 2 of 2" in verdict.reason
+
+
+def test_each_changed_knob_is_confirmed_on_its_own_in_abba_order() -> None:
+    """The search's best moved two knobs: one gains 30%, one costs 15%. As a bundle it still
+    gains 10.5% (it would pass a bundle check); knob by knob, only the gain is kept."""
+    calls: list[tuple[dict, dict, bool]] = []
+
+    def rps(candidate: dict) -> float:
+        return 100.0 * (1.3 if candidate["m.good"] else 1.0) * (0.85 if candidate["m.bad"] else 1.0)
+
+    def pair(incumbent: dict, candidate: dict, incumbent_first: bool) -> tuple:
+        calls.append((incumbent, candidate, incumbent_first))
+        return _figures(rps(incumbent)), _figures(rps(candidate)), {}
+
+    baseline, best = {"m.good": 0, "m.bad": 0}, {"m.good": 1, "m.bad": 1}
+    assert rps(best) / rps(baseline) > 1.1
+    chosen, records = confirm_knobs(
+        pair, baseline, best, ["m.good", "m.bad"], SLO, rounds=2, min_gain=0.1
+    )
+    assert chosen == {"m.good": 1, "m.bad": 0}
+    assert [(r["knob"], r["keep"]) for r in records] == [("m.good", True), ("m.bad", False)]
+    # Two rounds per knob, ABBA: incumbent first, then candidate first.
+    assert [first for _, _, first in calls] == [True, False, True, False]
+    # The second knob is tried on top of the confirmed first one.
+    assert calls[2][0] == {"m.good": 1, "m.bad": 0} and calls[2][1] == best

@@ -42,7 +42,7 @@ def in_distribution(count: int | None = None) -> list[str]:
 
 def random_tokens(count: int, seed: int = 0) -> list[str]:
     from tritonctl import paths
-    from tritonctl.build.text_tokens import load_tokenizer
+    from tritonctl.recipes.text.tokens import load_tokenizer
 
     tokenizer = load_tokenizer(paths.model_repository() / "tokenizer" / "1" / "tokenizer.json")
     words = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and len(w) > 2)

@@ -22,13 +22,22 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.delay = float(config["parameters"].get("delay_s", {}).get("string_value", "0"))
+        # Requests inside execute right now: with Triton's pending count, what was accepted.
+        self.family = pb_utils.MetricFamily(  # must outlive its metric
+            name="tiny_add_one_executing",
+            description="requests add_one is executing",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self.executing = self.family.Metric(labels={"instance": args["model_instance_name"]})
 
     def execute(self, requests):
+        self.executing.set(len(requests))
         arrays = [pb_utils.get_input_tensor_by_name(r, "X").as_numpy() for r in requests]
         sizes = np.cumsum([len(a) for a in arrays])[:-1]
         if self.delay:
             time.sleep(self.delay)
         results = np.split(np.concatenate(arrays) + 1, sizes)
+        self.executing.set(0)
         return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", y)]) for y in results]
 """
 

@@ -6,9 +6,13 @@ on a 0 background.
 
 Conversion, in order:
 
-1. Decode with Pillow. Animated images (GIF, APNG) use their **first frame**. Transparent images
-   are composited over white. 16-bit images are scaled to 8 bits (value / 257); Pillow's own
-   ``convert("L")`` would clip them instead.
+1. Decode with Pillow. Animated images (GIF, APNG) use their **first frame**. A JPEG is decoded
+   at the smallest of its reduced scales (1/2 to 1/8) that still gives 64×64 pixels or more.
+   The EXIF orientation is applied (a phone stores a portrait photo sideways with
+   ``Orientation`` 6 or 8). An image larger than 64×64 is box-resized to 64×64 right away, so
+   the conversions below run on a small image (the 8×8 means do not move). Transparent
+   images are composited over white. 16-bit images are scaled to 8 bits (value / 257);
+   Pillow's own ``convert("L")`` would clip them instead.
 2. Grayscale (ITU-R 601 luma) and box-filter resize to 8×8 (each output pixel the mean of its
    block, as the data set was made from 32×32 bitmaps).
 3. Polarity: the data set has bright ink on a dark background. An image whose border (the 28
@@ -20,19 +24,28 @@ Conversion, in order:
 Steps 1–2 run per image (decoding is unavoidable per image); steps 3–4 run as one numpy
 operation over every image of every request in the ``execute`` call.
 
+The cost of one request is bounded before anything is decoded: every image of a request is
+opened (header only) first, and the request is refused if one image would decode to more than
+``max_image_pixels`` (config parameter, default 1,048,576 = 1024×1024; a JPEG counts at its
+reduced scale, so a 12-megapixel photo is fine) or all its images to more than
+``max_request_decoded_bytes`` (default 16 MiB, e.g. four 1-megapixel RGBA images). A 75 KB
+blank 4096×4096 RGBA PNG, which once cost 0.57 s and 300 MB of one instance, is refused from
+its header.
+
 Bad input is refused for its request only, with ``INVALID_ARG`` and a message naming the
-problem: empty bytes, bytes over ``max_image_bytes``, unidentifiable or truncated data, or an
-image over ``max_image_pixels`` (checked from the header, before decoding: decompression-bomb
-guard). Both limits are config parameters.
+problem: empty bytes, bytes over ``max_image_bytes``, unidentifiable or truncated data, an image
+over ``max_image_pixels`` (decompression-bomb guard) or a request over
+``max_request_decoded_bytes``. All three limits are config parameters.
 """
 
+import contextlib
 import io
 import json
 import os
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 try:
     import triton_python_backend_utils as pb_utils
@@ -45,35 +58,24 @@ except ImportError:
 
 SIZE = 8
 LEVELS = 16
-DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_MAX_PIXELS = 1024 * 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_REQUEST_DECODED_BYTES = 16 * 1024 * 1024
+#: Modes whose pixels a box filter may average (palette indices, 1-bit and I;16 may not).
+REDUCIBLE = ("L", "LA", "RGB", "RGBA", "I", "F")
 
 
 class ImageError(ValueError):
     """An input that cannot be turned into an image; the message says why."""
 
 
-def decode(data, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES):
-    """Encoded bytes → float32 ``[8, 8]`` grayscale on 0–255 (not yet inverted or rescaled)."""
-    if len(data) == 0:
-        raise ImageError("empty image: IMAGE holds 0 bytes")
-    if len(data) > max_bytes:
-        raise ImageError(f"image is {len(data):,} bytes, over the limit of {max_bytes:,}")
+@contextlib.contextmanager
+def _decoding():
+    """Pillow's many exceptions → one ``ImageError`` naming the problem."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size  # from the header; nothing is decoded yet
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                    f"{max_pixels:,} (decompression-bomb guard)"
-                )
-            image.seek(0)
-            image.draft("L", (SIZE * 8, SIZE * 8))  # JPEG: decode at a reduced scale
-            gray = grayscale(image)
-            small = Image.fromarray(gray).resize((SIZE, SIZE), Image.Resampling.BOX)
-            return np.asarray(small, dtype=np.float32)
+            yield
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -84,6 +86,76 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES):
         raise ImageError(f"decompression-bomb guard: {error}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"cannot decode image (corrupt or truncated): {error}") from None
+
+
+def open_image(data, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES):
+    """Read the header only; refuse an image that would decode to more than ``max_pixels``."""
+    if len(data) == 0:
+        raise ImageError("empty image: IMAGE holds 0 bytes")
+    if len(data) > max_bytes:
+        raise ImageError(f"image is {len(data):,} bytes, over the limit of {max_bytes:,}")
+    with _decoding():
+        image = Image.open(io.BytesIO(data))
+        declared = image.size  # from the header; nothing is decoded yet
+        image.draft("L", (SIZE * 8, SIZE * 8))  # JPEG: decode at a reduced scale
+    width, height = image.size
+    if width * height > max_pixels:
+        reduced = "" if image.size == declared else f" ({width}x{height} at JPEG's reduced scale)"
+        raise ImageError(
+            f"image is {declared[0]}x{declared[1]} = {declared[0] * declared[1]:,} pixels"
+            f"{reduced}, over the limit of {max_pixels:,} (decompression-bomb guard)"
+        )
+    return image
+
+
+def pillow_limit(max_pixels):
+    """Pillow's own bomb limit (``Image.MAX_IMAGE_PIXELS``) for ``max_pixels``: a second line
+    behind ``open_image``'s check, on the declared size, which for a JPEG may be 64 times what
+    its reduced scale decodes."""
+    return 64 * max_pixels
+
+
+def decoded_bytes(image):
+    """What decoding ``image`` (opened, at its draft scale) allocates, in bytes."""
+    width, height = image.size
+    depth = 2 if image.mode.startswith("I;16") else 4 if image.mode in ("I", "F") else 1
+    return width * height * len(image.getbands()) * depth
+
+
+def finish(image):
+    """Decode an opened image → float32 ``[8, 8]`` grayscale on 0–255 (not inverted or scaled)."""
+    with _decoding():
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        image = shrink(image)
+        gray = grayscale(image)
+        small = Image.fromarray(gray).resize((SIZE, SIZE), Image.Resampling.BOX)
+        return np.asarray(small, dtype=np.float32)
+
+
+def decode(data, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES):
+    """Encoded bytes → float32 ``[8, 8]`` grayscale on 0–255 (not yet inverted or rescaled)."""
+    return finish(open_image(data, max_pixels, max_bytes))
+
+
+def shrink(image):
+    """Box-resize to at most 64×64 right after decoding, so that the grayscale and alpha
+    conversions run on a small image. The 8×8 means do not move: each of the final 8×8 boxes
+    is exactly 8×8 of these (area-weighted) pixels, and Pillow weights RGBA by alpha, so
+    compositing over white afterwards gives the same greys."""
+    width, height = image.size
+    target = (min(width, SIZE * 8), min(height, SIZE * 8))
+    if target == image.size:
+        return image
+    if image.mode not in REDUCIBLE:
+        if image.mode.startswith("I;16"):
+            image = image.convert("I")
+        elif image.mode == "1":
+            image = image.convert("L")
+        else:
+            has_alpha = image.mode in ("PA", "RGBa", "La") or "transparency" in image.info
+            image = image.convert("RGBA" if has_alpha else "RGB")
+    return image.resize(target, Image.Resampling.BOX)
 
 
 def grayscale(image):
@@ -111,9 +183,28 @@ def to_levels(gray):
     return np.rint(ink * (LEVELS / 255.0)).astype(np.float32)[:, None]
 
 
+def decode_request(
+    images,
+    max_pixels=DEFAULT_MAX_PIXELS,
+    max_bytes=DEFAULT_MAX_BYTES,
+    max_request_bytes=DEFAULT_MAX_REQUEST_DECODED_BYTES,
+):
+    """One request's encoded images → a float32 ``[8, 8]`` grayscale each (0–255); raises
+    ``ImageError`` before decoding anything if an image or their total is over a limit."""
+    opened = [open_image(bytes(data), max_pixels, max_bytes) for data in images]
+    total = sum(decoded_bytes(image) for image in opened)
+    if max_request_bytes is not None and total > max_request_bytes:
+        raise ImageError(
+            f"the request's {len(opened)} images decode to {total:,} bytes, over the limit "
+            f"of {max_request_bytes:,} per request (max_request_decoded_bytes)"
+        )
+    return [finish(image) for image in opened]
+
+
 def preprocess(images, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES):
-    """Encoded images → float32 ``[N, 1, 8, 8]``; raises ``ImageError`` for the first bad one."""
-    gray = [decode(bytes(data), max_pixels, max_bytes) for data in images]
+    """Encoded images → float32 ``[N, 1, 8, 8]`` digits levels, as the server converts them
+    (no per-request total: for files read offline); raises ``ImageError``."""
+    gray = decode_request(images, max_pixels, max_bytes, max_request_bytes=None)
     return to_levels(np.stack(gray)) if gray else np.zeros((0, 1, SIZE, SIZE), np.float32)
 
 
@@ -127,8 +218,10 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.max_pixels = _parameter(config, "max_image_pixels", DEFAULT_MAX_PIXELS)
         self.max_bytes = _parameter(config, "max_image_bytes", DEFAULT_MAX_BYTES)
-        # Pillow's own bomb check, as a second line behind the header check in decode().
-        Image.MAX_IMAGE_PIXELS = self.max_pixels
+        self.max_request_bytes = _parameter(
+            config, "max_request_decoded_bytes", DEFAULT_MAX_REQUEST_DECODED_BYTES
+        )
+        Image.MAX_IMAGE_PIXELS = pillow_limit(self.max_pixels)
         self.failures_family = pb_utils.MetricFamily(
             name="tritonctl_image_preprocess_failures_total",
             description="requests refused because an image could not be decoded",
@@ -167,9 +260,10 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             items = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
             try:
-                decoded.append(
-                    (index, [decode(bytes(x), self.max_pixels, self.max_bytes) for x in items])
+                grays = decode_request(
+                    items, self.max_pixels, self.max_bytes, self.max_request_bytes
                 )
+                decoded.append((index, grays))
             except ImageError as error:
                 self.failures.increment(1)
                 responses[index] = pb_utils.InferenceResponse(

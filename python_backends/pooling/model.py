@@ -1,10 +1,12 @@
-"""Triton Python model ``pooling``: masked mean pooling + L2 normalisation → ``EMBEDDING``.
+"""Triton Python model ``pooling``: the text pipeline's last step, ``embedding`` → ``EMBEDDING``.
 
-Inputs ``last_hidden_state`` (FP32 [S, 384] per item) and ``attention_mask`` (INT64 [S]).
-Requests may carry different sequence lengths (their padding buckets): all requests of an
-``execute`` call are padded to the longest one (zero hidden states, zero mask, which changes
-nothing in a masked mean) and pooled with one einsum. A request whose hidden states hold NaN
-or Inf gets an INVALID_ARG error of its own; the others are answered.
+Masked mean pooling and L2 normalisation run inside the encoder's ONNX graph (its
+``EMBEDDING`` output, see ``tritonctl.recipes.text.export``): the encoder hands this step one
+384-float row per text rather than its ``[S, 384]`` hidden states. This step keeps what needs
+Python: a request whose embedding holds NaN or Inf, or is all zeros (the encoder pooled no
+token: an all-zero attention mask), gets an INVALID_ARG error of its own (the others are
+answered), and every valid embedding feeds the drift gauges. All requests of an
+``execute`` call are checked and observed with one matrix product.
 
 Drift: the build stores ``reference_profile.json`` beside this file (the reference corpus'
 unit centroid, the histogram of each embedding's cosine to it, its 5th percentile). A sliding
@@ -56,45 +58,47 @@ class TritonPythonModel:
         )
 
     def execute(self, requests):
-        hidden = [
-            pb_utils.get_input_tensor_by_name(r, "last_hidden_state").as_numpy() for r in requests
-        ]
-        masks = [
-            pb_utils.get_input_tensor_by_name(r, "attention_mask").as_numpy() for r in requests
-        ]
-        sizes = [h.shape[0] for h in hidden]
-        width = max(h.shape[1] for h in hidden)
-        states = np.concatenate([_pad(h, width) for h in hidden]).astype(np.float32, copy=False)
-        weights = np.concatenate([_pad(m, width) for m in masks]).astype(np.float32)
-
-        summed = np.einsum("nsd,ns->nd", states, weights)
-        pooled = summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
-        pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        rows = [pb_utils.get_input_tensor_by_name(r, "embedding").as_numpy() for r in requests]
+        sizes = [len(r) for r in rows]
+        pooled = np.concatenate(rows).astype(np.float32, copy=False)
 
         rows_finite = np.isfinite(pooled).all(axis=1)
-        if self.drift is not None and rows_finite.any():
-            # pooled rows are unit length: the cosine to the unit centroid is a dot product
-            cosine = pooled[rows_finite].astype(np.float64) @ self.centroid
-            rows = drift_window.bin_counts(cosine, self.cosine_edges)
-            self.drift.observe(rows, low=cosine < self.low_threshold)
+        # The encoder pools the tokens its attention mask marks: with none marked (an all-zero
+        # mask, which the tokenizer never makes but a direct caller can send) the row is zeros.
+        rows_empty = rows_finite & ~pooled.any(axis=1)
+        rows_ok = rows_finite & ~rows_empty
+        if self.drift is not None and rows_ok.any():
+            # the rows are unit length: the cosine to the unit centroid is a dot product
+            cosine = pooled[rows_ok].astype(np.float64) @ self.centroid
+            counts = drift_window.bin_counts(cosine, self.cosine_edges)
+            self.drift.observe(counts, low=cosine < self.low_threshold)
 
         bounds = np.cumsum(sizes)[:-1]
-        finite = [bool(f.all()) for f in np.split(rows_finite, bounds)]
         return [
-            pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("EMBEDDING", chunk)])
-            if ok
-            else pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(_NOT_FINITE, pb_utils.TritonError.INVALID_ARG)
+            _answer(chunk, finite, empty)
+            for chunk, finite, empty in zip(
+                np.split(pooled, bounds),
+                np.split(rows_finite, bounds),
+                np.split(rows_empty, bounds),
+                strict=True,
             )
-            for chunk, ok in zip(np.split(pooled, bounds), finite, strict=True)
         ]
 
 
-_NOT_FINITE = "input 'last_hidden_state' holds NaN or Inf: values must be finite"
+def _answer(chunk, finite, empty):
+    """One request's response: its embeddings, or INVALID_ARG naming the first bad item."""
+    if finite.all() and not empty.any():
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("EMBEDDING", chunk)])
+    if not finite.all():
+        message = _NOT_FINITE
+    else:
+        message = (
+            f"input 'embedding' of item {int(np.flatnonzero(empty)[0])} is all zeros: no token "
+            "was pooled (an attention_mask of zeros)"
+        )
+    return pb_utils.InferenceResponse(
+        error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+    )
 
 
-def _pad(array, width):
-    missing = width - array.shape[1]
-    if missing == 0:
-        return array
-    return np.pad(array, [(0, 0), (0, missing)] + [(0, 0)] * (array.ndim - 2))
+_NOT_FINITE = "input 'embedding' holds NaN or Inf: values must be finite"

@@ -10,18 +10,29 @@ joins only requests of equal shape, so bucketing lets the encoder batch requests
 length instead of running each alone.
 
 Bad input fails only its own request, with INVALID_ARG and a message naming the problem:
-a text that is not valid UTF-8 (the item and byte offset are named), an empty or
-whitespace-only text (there is nothing to embed: an embedding of ``[CLS] [SEP]`` alone would
-look like any other and silently pollute a search index), more than ``max_text_bytes`` bytes
-(config parameter), or a request with zero texts. Text longer than ``max_length`` tokens is
-truncated, not refused: a 10,000-word document embeds its first 256 tokens.
+a text that is not valid UTF-8 (the item and byte offset are named), a text with no content
+token (empty, whitespace, or only characters the normaliser drops: zero-width and format
+characters such as U+200B, U+FEFF or a soft hyphen, control characters, lone combining
+accents; there is nothing to embed, and an embedding of ``[CLS] [SEP]`` alone would look like
+any other and silently pollute a search index), more than ``max_text_bytes`` bytes (config
+parameter), or a request with zero texts. Text longer than ``max_length`` tokens is truncated,
+not refused: a 10,000-word document embeds its first 256 tokens.
+
+Cost is bounded by what ``max_length`` tokens can need, not by the text's size: only the first
+``max_text_chars`` characters (config parameter, default 16 × ``max_length``, cut at a word
+boundary) are tokenized. English prose needs about 4.5 characters per token (256 tokens: about
+1,150 characters), so the cut changes nothing for real text; a text whose first
+``max_text_chars`` characters hold fewer than ``max_length`` tokens (long runs of whitespace,
+or of words of over 100 characters, which WordPiece turns into one ``[UNK]`` each) embeds
+that prefix. Without the cut the tokenizer normalises and splits the whole text before
+truncating: 8 texts of 256 KB took about 1 s of the only instance.
 
 Metrics (``pb_utils.MetricFamily`` counters, label ``model="tokenizer"``), four increments per
 ``execute`` whatever the batch: ``tritonctl_tokenizer_requests_total`` and
 ``tritonctl_tokenizer_texts_total`` (valid requests and texts), ``tritonctl_tokenizer_tokens_total``
 (tokens after truncation, ``[CLS]``/``[SEP]`` included; tokens per request =
 ``rate(tokens_total) / rate(requests_total)``) and ``tritonctl_tokenizer_truncated_total``
-(texts cut at ``max_length``).
+(texts cut at ``max_length`` tokens or at ``max_text_chars``).
 """
 
 import json
@@ -35,7 +46,7 @@ _COUNTERS = {
     "requests": "requests tokenized (refused ones not counted)",
     "texts": "texts tokenized",
     "tokens": "tokens produced, after truncation, special tokens included",
-    "truncated": "texts longer than max_length tokens, cut to it",
+    "truncated": "texts longer than max_length tokens or max_text_chars, cut to it",
 }
 
 
@@ -49,6 +60,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.max_length = int(_param(config, "max_length", "256"))
         self.max_bytes = int(_param(config, "max_text_bytes", str(256 * 1024)))
+        self.max_chars = int(_param(config, "max_text_chars", str(16 * self.max_length)))
         buckets = _param(config, "length_buckets", "16,32,64,128,256")
         self.buckets = np.array(sorted(int(b) for b in buckets.split(",")))
         if self.buckets[-1] < self.max_length:
@@ -77,7 +89,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        texts, owners = [], []  # all valid texts, and the request each belongs to
+        texts, owners, cut = [], [], []  # all valid texts, their request, whether chars were cut
         for index, request in enumerate(requests):
             items = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             try:
@@ -85,23 +97,39 @@ class TritonPythonModel:
                     raise ValueError("empty batch: TEXT holds 0 items, send at least one text")
                 decoded = [self._decode(item, position) for position, item in enumerate(items)]
             except ValueError as error:
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-                )
+                responses[index] = _invalid(str(error))
                 continue
-            texts.extend(decoded)
+            for text in decoded:
+                texts.append(self._cut(text))
+                cut.append(len(texts[-1]) < len(text) and not text[len(texts[-1]) :].isspace())
             owners.extend([index] * len(decoded))
 
         encodings = self.tokenizer.encode_batch(texts) if texts else []
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
+        content = lengths - np.array([sum(e.special_tokens_mask) for e in encodings], np.int64)
         owners = np.array(owners, dtype=np.int64)
+        for item in np.flatnonzero(content == 0):
+            index = int(owners[item])
+            if responses[index] is None:
+                position = int(item - np.flatnonzero(owners == index)[0])
+                where = f" in its first {self.max_chars} characters" if cut[item] else ""
+                responses[index] = _invalid(
+                    f"TEXT item {position} has no content{where}: only whitespace or characters "
+                    "the normaliser drops (zero-width, format or control characters, lone "
+                    "accents), nothing to embed"
+                )
+        valid = np.array([responses[i] is None for i in owners], dtype=bool)
         # Only a text at the limit can have been cut; the tokenizer keeps the rest as overflow.
-        at_limit = np.flatnonzero(lengths == self.max_length)
+        truncated = [
+            i
+            for i in np.flatnonzero(valid)
+            if cut[i] or (lengths[i] == self.max_length and encodings[i].overflowing)
+        ]
         self._count(
             requests=sum(r is None for r in responses),
-            texts=len(texts),
-            tokens=int(lengths.sum()),
-            truncated=sum(1 for i in at_limit if encodings[i].overflowing),
+            texts=int(valid.sum()),
+            tokens=int(lengths[valid].sum()),
+            truncated=len(truncated),
         )
         for index in range(len(requests)):
             if responses[index] is not None:
@@ -121,6 +149,14 @@ class TritonPythonModel:
             )
         return responses
 
+    def _cut(self, text):
+        """The first ``max_chars`` characters, ending at a word boundary if one is near."""
+        if len(text) <= self.max_chars:
+            return text
+        start = self.max_chars - 128
+        space = max(text.rfind(c, start, self.max_chars + 1) for c in " \n")
+        return text[: space if space > 0 else self.max_chars]
+
     def _decode(self, item, position):
         if len(item) > self.max_bytes:
             raise ValueError(
@@ -139,3 +175,9 @@ class TritonPythonModel:
         if not text.strip():
             raise ValueError(f"TEXT item {position} is empty or whitespace only: nothing to embed")
         return text
+
+
+def _invalid(message):
+    return pb_utils.InferenceResponse(
+        error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+    )

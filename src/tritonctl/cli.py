@@ -23,10 +23,12 @@ COMMANDS = (
     "bench",
     "tune",
     "plan",
+    "package",
     "deploy",
     "status",
     "drift",
     "top",
+    "edge",
 )
 
 

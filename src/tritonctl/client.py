@@ -7,9 +7,9 @@
 is accepted. Errors from the server raise ``InferenceError`` with Triton's message.
 
 Transient failures (gRPC ``UNAVAILABLE``, HTTP 502/503/504, a refused connection, a full queue,
-a stub being reloaded) are retried with exponential backoff by ``tritonctl.retry``; bad input
-(``INVALID_ARGUMENT`` / 400) never is. Pass ``retry=None`` to send exactly once, or a
-``RetryPolicy`` of your own.
+a stub being reloaded) are retried with exponential backoff by ``tritonctl.retry`` for up to
+30 s, each attempt bounded by the time left; bad input (``INVALID_ARGUMENT`` / 400) never is.
+Pass ``retry=None`` to send exactly once (within ``timeout``), or a ``RetryPolicy`` of your own.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tritonctl.retry import RetriesExhausted, RetryPolicy, call_with_retry
 
 Protocol = Literal["grpc", "http"]
 DEFAULT_TIMEOUT_S = 60.0
-#: What ``infer``/``embed`` use unless told otherwise: 5 attempts within 30 s.
+#: What ``infer``/``embed`` use unless told otherwise: retries within 30 s (see RetryPolicy).
 DEFAULT_RETRY = RetryPolicy()
 
 
@@ -38,8 +38,12 @@ def _address(url: str) -> str:
     return url
 
 
-def client(url: str, protocol: Protocol = "grpc") -> Any:
-    """A ``tritonclient`` ``InferenceServerClient`` for ``protocol``; close it when done."""
+def client(url: str, protocol: Protocol = "grpc", timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+    """A ``tritonclient`` ``InferenceServerClient`` for ``protocol``; close it when done.
+
+    ``timeout`` bounds the HTTP client's connection and network waits (a gRPC call takes its
+    own ``client_timeout``).
+    """
     if protocol == "grpc":
         import tritonclient.grpc as grpcclient
 
@@ -47,7 +51,9 @@ def client(url: str, protocol: Protocol = "grpc") -> Any:
     if protocol == "http":
         import tritonclient.http as httpclient
 
-        return httpclient.InferenceServerClient(_address(url), network_timeout=DEFAULT_TIMEOUT_S)
+        return httpclient.InferenceServerClient(
+            _address(url), connection_timeout=timeout, network_timeout=timeout
+        )
     raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
 
 
@@ -75,22 +81,33 @@ def infer(
     outputs: Sequence[str],
     protocol: Protocol = "grpc",
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    timeout: float = DEFAULT_TIMEOUT_S,
     **kwargs: Any,
 ) -> dict[str, np.ndarray]:
-    """One inference request, retried on transient errors; returns ``{output name: array}``."""
+    """One inference request, retried on transient errors; returns ``{output name: array}``.
+
+    ``timeout`` bounds a call sent once (``retry=None``); with a policy, each attempt is bounded
+    by the time left before the policy's deadline.
+    """
     from tritonclient.utils import InferenceServerException
 
     module = _module(protocol)
     requested = [module.InferRequestedOutput(name) for name in outputs]
-    conn = client(url, protocol)
+
+    def attempt(timeout: float = timeout) -> Any:
+        conn = client(url, protocol, timeout=timeout)
+        try:
+            if protocol == "grpc":
+                kwargs["client_timeout"] = timeout
+            return conn.infer(model, list(inputs), outputs=requested, **kwargs)
+        finally:
+            conn.close()
+
     try:
-        send = conn.infer
         if retry is None:
-            result = send(model, list(inputs), outputs=requested, **kwargs)
+            result = attempt()
         else:
-            result = call_with_retry(
-                send, model, list(inputs), outputs=requested, policy=retry, **kwargs
-            )
+            result = call_with_retry(attempt, policy=retry, timeout_keyword="timeout")
     except InferenceServerException as error:
         raise InferenceError(f"{model}: {error.message()}") from None
     except RetriesExhausted as error:
@@ -99,8 +116,6 @@ def infer(
         raise InferenceError(
             f"{model}: {reason} (gave up after {error.attempts} attempts)"
         ) from last
-    finally:
-        conn.close()
     return {name: result.as_numpy(name) for name in outputs}
 
 

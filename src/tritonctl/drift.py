@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -32,7 +33,16 @@ from typing import Any
 import numpy as np
 
 from tritonctl import paths
-from tritonctl.drift_window import SHIFTED, STABLE, bin_counts, cosine_to, pixel_counts, psi
+from tritonctl.drift_window import (
+    MIN_SAMPLES,
+    SHIFTED,
+    STABLE,
+    DriftError,
+    bin_counts,
+    cosine_to,
+    pixel_counts,
+    psi,
+)
 
 #: share of the reference corpus whose cosine to the centroid counts as "low confidence"
 LOW_PERCENTILE = 5.0
@@ -43,15 +53,58 @@ TEXT_LABEL, DIGITS_LABEL = "text_embedding", "digit_classifier"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".pgm"}
 
 
-class DriftError(ValueError):
-    """A sample or a profile that cannot be scored; the message says why."""
+TOO_FEW = "too few samples"
+
+#: Sample size -> the 99th percentile of in-distribution PSI at that size: the largest over both
+#: pipelines' signals and in-distribution samples (docs/drift_min_samples.json, written by
+#: scripts/drift_min_samples.py; tests/test_drift_min_samples.py checks the two agree).
+NOISE_P99: dict[int, float] = {
+    3: 8.282, 8: 5.12, 16: 3.352, 32: 1.707, 64: 0.851, 96: 0.303, 128: 0.229, 160: 0.197,
+    192: 0.172, 224: 0.153, 256: 0.132, 288: 0.125, 320: 0.116, 352: 0.11, 384: 0.105,
+    416: 0.098, 448: 0.089, 480: 0.086, 512: 0.091,
+}  # fmt: skip
 
 
-def verdict(value: float) -> str:
-    """The conventional reading of a PSI value."""
+def noise_p99(samples: int) -> float:
+    """What in-distribution samples of this size score at the 99th percentile (log-log
+    interpolation of ``NOISE_P99``); infinite below its smallest size."""
+    sizes = sorted(NOISE_P99)
+    if not sizes or samples < sizes[0]:
+        return math.inf
+    logs = np.log([NOISE_P99[s] for s in sizes])
+    return float(np.exp(np.interp(np.log(samples), np.log(sizes), logs)))
+
+
+def verdict(value: float, samples: int | None = None) -> str:
+    """The conventional reading of a PSI value. Below ``MIN_SAMPLES`` items PSI is mostly
+    sampling noise (three ordinary sentences score 5.7): such a sample is a significant shift
+    only if it scores over what in-distribution samples of its size reach 1 % of the time,
+    and otherwise ``TOO_FEW``."""
+    if samples is not None and samples < MIN_SAMPLES:
+        shifted = value > max(SHIFTED, noise_p99(samples))
+        return "significant shift" if shifted else TOO_FEW
     if value < STABLE:
         return "stable"
     return "moderate shift" if value < SHIFTED else "significant shift"
+
+
+def sample_warning(samples: int, value: float) -> str | None:
+    """Why a sample this small gets no verdict (or only one of a large shift), or None."""
+    if samples >= MIN_SAMPLES:
+        return None
+    noise = noise_p99(samples)
+    told = (
+        f"only {samples} item(s): below {MIN_SAMPLES}, in-distribution samples score over "
+        f"{STABLE} by chance more than 1% of the time (docs/monitoring.md, minimum window)"
+    )
+    if verdict(value, samples) == TOO_FEW:
+        return f"{told}; PSI {value:.3g} is within what samples of this size reach, no verdict"
+    return f"{told}; PSI {value:.3g} is over the {noise:.3g} they reach, a shift all the same"
+
+
+def _json_number(value: float, digits: int = 4) -> float | None:
+    """JSON has no NaN or Infinity: those become null."""
+    return round(value, digits) if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -71,17 +124,25 @@ class DriftScores:
 
     @property
     def verdict(self) -> str:
-        return verdict(self.max_psi)
+        return verdict(self.max_psi, self.samples)
+
+    @property
+    def warning(self) -> str | None:
+        return sample_warning(self.samples, self.max_psi)
 
     def as_dict(self) -> dict[str, Any]:
+        """The scores as valid JSON values (NaN, e.g. digits' reference low-confidence share,
+        which the profile does not record, becomes null)."""
         return {
             "model": self.model,
             "samples": self.samples,
-            "psi": {k: round(v, 4) for k, v in self.psi.items()},
-            "max_psi": round(self.max_psi, 4),
+            "min_samples": MIN_SAMPLES,
+            "psi": {k: _json_number(v) for k, v in self.psi.items()},
+            "max_psi": _json_number(self.max_psi),
             "verdict": self.verdict,
-            "low_confidence_ratio": round(self.low_confidence_ratio, 4),
-            "reference_low_confidence_ratio": round(self.reference_low_confidence_ratio, 4),
+            "warning": self.warning,
+            "low_confidence_ratio": _json_number(self.low_confidence_ratio),
+            "reference_low_confidence_ratio": _json_number(self.reference_low_confidence_ratio),
             **self.extra,
         }
 

@@ -193,6 +193,8 @@ class ModelDelta:
     compute_output_duration_us: float
     cache_hits: float
     cache_misses: float
+    #: a counter went down between the scrapes: the figures count from the restart
+    restarted: bool = False
 
     @property
     def requests(self) -> float:
@@ -255,16 +257,31 @@ class ModelDelta:
             "avg_compute_output_ms": round(self.avg_compute_output_ms, 4),
             "avg_batch_size": round(self.avg_batch_size, 3),
             "throughput": round(self.throughput, 3),
+            "restarted": self.restarted,
         }
 
 
+def restarted(before: ModelCounters, after: ModelCounters) -> bool:
+    """Whether any cumulative counter of the model went down: it (or its server) restarted."""
+    return any(float(getattr(after, attr)) < float(getattr(before, attr)) for attr in _FIELDS)
+
+
+_FIELDS = tuple(COUNTERS.values())
+
+
 def diff_model(before: ModelCounters, after: ModelCounters, seconds: float = 0.0) -> ModelDelta:
-    """The change of one model's counters between two scrapes."""
+    """The change of one model's counters between two scrapes.
+
+    A restart resets every counter of the model together, so it is detected per model, not per
+    counter: if any counter went down, all of them count from zero. (Per counter, a queue time
+    that restarted next to a request count that had already grown past its old value would be
+    divided by the wrong number of requests.)
+    """
+    reset = restarted(before, after)
 
     def change(attr: str) -> float:
-        # A counter that went down means the server (or the model) restarted: count from zero.
         old, new = float(getattr(before, attr)), float(getattr(after, attr))
-        return new - old if new >= old else new
+        return new if reset else new - old
 
     return ModelDelta(
         model=after.model,
@@ -280,6 +297,7 @@ def diff_model(before: ModelCounters, after: ModelCounters, seconds: float = 0.0
         compute_output_duration_us=change("compute_output_duration_us"),
         cache_hits=change("cache_hits"),
         cache_misses=change("cache_misses"),
+        restarted=reset,
     )
 
 

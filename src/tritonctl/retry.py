@@ -10,7 +10,10 @@ Wire it around any client call::
 
     from tritonctl.retry import RetryPolicy, call_with_retry
 
-    result = call_with_retry(client.infer, "text_embedding", inputs, policy=RetryPolicy())
+    result = call_with_retry(
+        grpc_client.infer, "text_embedding", inputs,
+        policy=RetryPolicy(), timeout_keyword="client_timeout",
+    )
 """
 
 from __future__ import annotations
@@ -42,23 +45,42 @@ RETRYABLE_MESSAGES = (
 )
 
 
+#: The shortest timeout an attempt is given; with less time left, the call gives up instead.
+MIN_ATTEMPT_S = 0.05
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to retry; delays grow ``multiplier``× per attempt up to ``max_backoff``."""
+    """How long and how often to retry; delays grow ``multiplier``× per attempt up to ``max_backoff``.
 
-    attempts: int = 5
-    initial_backoff: float = 0.05
+    The defaults ride out what ``tritonctl serve`` recovers from without a restart: replacing a
+    model whose backend stub died takes 2-10 s on a 2-core VM (the watchdog checks every second,
+    Triton loads the new instances, then swaps them in), so a call keeps trying for up to 30 s,
+    each attempt bounded by the time left (``call_with_retry(timeout_keyword=...)``). A server
+    restart of the whole repository takes longer than that; set ``deadline`` to match.
+    """
+
+    attempts: int | None = None  # None: as many as the deadline allows
+    initial_backoff: float = 0.1
     max_backoff: float = 2.0
     multiplier: float = 2.0
     deadline: float | None = 30.0  # seconds for all attempts together; None: no limit
+
+    def __post_init__(self) -> None:
+        if self.attempts is None and self.deadline is None:
+            raise ValueError("a RetryPolicy needs a number of attempts, a deadline, or both")
+        if self.attempts is not None and self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
 
     def delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """The pause before each retry: full jitter, uniform in ``[0, capped backoff]``."""
         rng = rng or random.Random()
         backoff = self.initial_backoff
-        for _ in range(max(self.attempts - 1, 0)):
+        retries = 0
+        while self.attempts is None or retries < self.attempts - 1:
             yield rng.uniform(0, min(backoff, self.max_backoff))
             backoff *= self.multiplier
+            retries += 1
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -92,26 +114,38 @@ def call_with_retry(
     sleep: Callable[[float], None] = time.sleep,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
     rng: random.Random | None = None,
+    timeout_keyword: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
     **kwargs: object,
 ) -> T:
-    """``function(*args, **kwargs)``, retried on transient errors; others are raised at once."""
+    """``function(*args, **kwargs)``, retried on transient errors; others are raised at once.
+
+    With ``timeout_keyword`` (e.g. ``"client_timeout"`` for ``tritonclient.grpc``), each attempt
+    gets the time left before the policy's deadline as that argument, so that no attempt can
+    outlive the deadline.
+    """
     policy = policy or RetryPolicy()
-    started = time.monotonic()
+    started = clock()
     delays = policy.delays(rng)
     attempt = 0
+
+    def left() -> float | None:
+        return None if policy.deadline is None else policy.deadline - (clock() - started)
+
     while True:
         attempt += 1
+        call_kwargs = kwargs
+        remaining = left()
+        if timeout_keyword is not None and remaining is not None:
+            call_kwargs = {**kwargs, timeout_keyword: max(remaining, MIN_ATTEMPT_S)}
         try:
-            return function(*args, **kwargs)
+            return function(*args, **call_kwargs)
         except Exception as error:
             if not is_retryable(error):
                 raise
             delay = next(delays, None)
-            out_of_time = (
-                policy.deadline is not None
-                and time.monotonic() - started + (delay or 0) > policy.deadline
-            )
-            if delay is None or out_of_time:
+            remaining = left()
+            if delay is None or (remaining is not None and remaining - delay < MIN_ATTEMPT_S):
                 raise RetriesExhausted(attempt, error) from error
             if on_retry is not None:
                 on_retry(attempt, error, delay)

@@ -68,20 +68,63 @@ app.kubernetes.io/component: server
 {{- end }}
 {{- end }}
 
-{{/* PromQL label matchers that select this release's Triton pods as Prometheus labels them
-     through the ServiceMonitor (namespace and service), plus the optional model matcher. */}}
-{{- define "tritonctl.promMatchers" -}}
-namespace="{{ .Release.Namespace }}",service="{{ include "tritonctl.fullname" . }}"
-{{- with .Values.autoscaling.modelMatcher }},{{ . }}{{ end }}
+{{/* The Triton release inside the image (triton.release, the NGC container tag). */}}
+{{- define "tritonctl.tritonVersion" -}}
+{{- get (dict "24.10" "2.51.0" "25.08" "2.60.0") .Values.triton.release }}
 {{- end }}
 
-{{/* Queue time per request (µs), per pod: sum of queue time over sum of successful requests in
-     the same window, guarded against division by zero. */}}
+{{/* An nginx size ("3840k", "64m", "1048576") in bytes. */}}
+{{- define "tritonctl.sizeBytes" -}}
+{{- $size := toString . }}
+{{- $number := regexFind "^[0-9]+" $size | int64 }}
+{{- $unit := lower (regexFind "[kKmMgG]$" $size) }}
+{{- mul $number (get (dict "k" 1024 "m" 1048576 "g" 1073741824) $unit | default 1) }}
+{{- end }}
+
+{{/* PromQL label matchers that select this release's Triton pods as Prometheus labels them
+     through the ServiceMonitor (namespace and service). */}}
+{{- define "tritonctl.promMatchers" -}}
+namespace="{{ .Release.Namespace }}",service="{{ include "tritonctl.fullname" . }}"
+{{- end }}
+
+{{/* The same, narrowed to the models clients call (userFacingModels: plain names, no regex
+     metacharacters, as the schema requires). */}}
+{{- define "tritonctl.userModelMatchers" -}}
+{{ include "tritonctl.promMatchers" . }},model=~"{{ join "|" .Values.userFacingModels }}"
+{{- end }}
+
+{{/* Queue time per user request (µs), per pod: the queue time of every model in the pod (an
+     ensemble's requests wait in its composing models, its own queue time stays near 0) over the
+     successful requests of userFacingModels in the same window, guarded against division by
+     zero. */}}
 {{- define "tritonctl.queuePerRequestByPod" -}}
-{{- $m := include "tritonctl.promMatchers" . -}}
-sum by (namespace, pod) (rate(nv_inference_queue_duration_us{ {{- $m -}} }[1m])) / clamp_min(sum by (namespace, pod) (rate(nv_inference_request_success{ {{- $m -}} }[1m])), 1e-9)
+sum by (namespace, pod) (rate(nv_inference_queue_duration_us{ {{- include "tritonctl.promMatchers" . -}} }[1m])) / clamp_min(sum by (namespace, pod) (rate(nv_inference_request_success{ {{- include "tritonctl.userModelMatchers" . -}} }[1m])), 1e-9)
+{{- end }}
+
+{{/* The HPA's name, for KEDA's too (KEDA's default "keda-hpa-<name>" can pass 63 characters). */}}
+{{- define "tritonctl.hpaName" -}}
+{{- include "tritonctl.fullname" . }}
 {{- end }}
 
 {{- define "tritonctl.image" -}}
 {{- printf "%s:%s" .repository .tag }}
+{{- end }}
+
+{{/* The helm test's image: tests.image, its tag defaulting to the release's SDK image. */}}
+{{- define "tritonctl.testImage" -}}
+{{- $i := .Values.tests.image }}
+{{- printf "%s:%s" $i.repository (default (printf "%s-py3-sdk" .Values.triton.release) $i.tag) }}
+{{- end }}
+
+{{/* The rolling-update strategy: updateStrategy, or the default for CPU or GPU pods. */}}
+{{- define "tritonctl.rollingUpdate" -}}
+{{- if .Values.updateStrategy }}
+{{- toYaml .Values.updateStrategy }}
+{{- else if .Values.gpu.enabled }}
+maxSurge: 0
+maxUnavailable: 1
+{{- else }}
+maxSurge: 1
+maxUnavailable: 0
+{{- end }}
 {{- end }}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,31 +30,33 @@ def bucket_for(length: int, buckets: Sequence[int]) -> int:
     return int(buckets[-1])
 
 
-@dataclass
-class InProcessEmbedder:
-    """Embeds a batch of sentences the way the served ensemble does, in one process."""
+class Embedder:
+    """Tokenizer + ONNX Runtime session + pooling: one batch of texts in, unit embeddings out.
 
-    onnx_path: Path
-    tokenizer_path: Path
-    buckets: tuple[int, ...] = DEFAULT_BUCKETS
-    max_length: int = MAX_LENGTH
-    intra_op_threads: int = 0  # 0 lets ONNX Runtime use every core
+    Token ids are padded to the bucket of the batch's longest text, as the served tokenizer
+    pads them. A graph with an ``EMBEDDING`` output pools in the graph; otherwise its first
+    output (``last_hidden_state``) is mean-pooled and normalised here, as the ``pooling`` model
+    does.
+    """
 
-    def __post_init__(self) -> None:
-        import onnxruntime as ort
+    def __init__(
+        self,
+        tokenizer_path: Path | str,
+        session: Any,
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        max_length: int = MAX_LENGTH,
+    ) -> None:
         from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(self.max_length)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(self.onnx_path), options, providers=["CPUExecutionProvider"]
-        )
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.tokenizer.enable_truncation(max_length)
+        self.session = session
+        self.buckets = tuple(buckets)
+        self.input_names = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        self.pooled_in_graph = "EMBEDDING" in outputs
+        self.output = "EMBEDDING" if self.pooled_in_graph else outputs[0]
 
     def encode(self, texts: Sequence[str], pad_to: int | None = None) -> tuple[np.ndarray, ...]:
         """Token ids and attention mask, padded to the bucket of the longest sentence."""
@@ -74,19 +76,61 @@ class InProcessEmbedder:
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.zeros_like(ids)
-        hidden = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
+        feed = {k: v for k, v in feed.items() if k in self.input_names}
+        out = self.session.run([self.output], feed)[0]
+        if self.pooled_in_graph:
+            return np.asarray(out, dtype=np.float32)
         weights = mask[..., None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        pooled = (out * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return np.asarray(pooled / norms, dtype=np.float32)
+
+    def embed_grouped(self, texts: Sequence[str]) -> np.ndarray:
+        """``embed`` per group of texts sharing a bucket (no text padded past its bucket)."""
+        lengths = self.token_lengths(texts)
+        widths = np.array([bucket_for(n, self.buckets) for n in lengths])
+        out = np.empty((len(texts), 384), dtype=np.float32)
+        for width in np.unique(widths):
+            rows = np.flatnonzero(widths == width)
+            out[rows] = self.embed([texts[i] for i in rows], pad_to=int(width))
+        return out
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
 
 
-def bucketed_batches(
-    embedder: InProcessEmbedder, texts: Sequence[str], batch_size: int
-) -> list[list[str]]:
+def session(onnx_path: Path | str, intra_op_threads: int = 0, spinning: bool = True) -> Any:
+    """An ONNX Runtime CPU session (``intra_op_threads`` 0: every core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+class InProcessEmbedder(Embedder):
+    """An ``Embedder`` over its own session of ``onnx_path`` with ``intra_op_threads`` threads."""
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        tokenizer_path: Path,
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        max_length: int = MAX_LENGTH,
+        intra_op_threads: int = 0,
+        spinning: bool = True,
+    ) -> None:
+        self.onnx_path = Path(onnx_path)
+        self.intra_op_threads = intra_op_threads
+        super().__init__(
+            tokenizer_path, session(onnx_path, intra_op_threads, spinning), buckets, max_length
+        )
+
+
+def bucketed_batches(embedder: Embedder, texts: Sequence[str], batch_size: int) -> list[list[str]]:
     """The corpus cut into batches of ``batch_size`` sentences that share a bucket."""
     groups: dict[int, list[str]] = {}
     for text, length in zip(texts, embedder.token_lengths(texts), strict=True):
@@ -103,7 +147,7 @@ def bucketed_batches(
 
 
 def measure_batch(
-    embedder: InProcessEmbedder,
+    embedder: Embedder,
     texts: Sequence[str],
     batch_size: int,
     *,
@@ -152,7 +196,7 @@ def measure_batch(
 
 
 def measure_parallel(
-    embedders: Sequence[InProcessEmbedder],
+    embedders: Sequence[Embedder],
     texts: Sequence[str],
     batch_size: int,
     *,
@@ -173,7 +217,6 @@ def measure_parallel(
     latencies: list[list[float]] = [[] for _ in embedders]
     lock = threading.Lock()
     counter = [0]
-    finished = [end_at for _ in embedders]
 
     def loop(slot: int, embedder: InProcessEmbedder) -> None:
         while True:
@@ -185,9 +228,8 @@ def measure_parallel(
                 return
             embedder.embed(batches[index % len(batches)])
             t1 = time.perf_counter()
-            if t0 >= start_at:  # started in the window: counted, even if it ends after it
+            if start_at <= t1 <= end_at:  # completed in the window, as the load generator counts
                 latencies[slot].append(t1 - t0)
-                finished[slot] = t1
 
     threads = [
         threading.Thread(target=loop, args=(slot, e), daemon=True)
@@ -205,7 +247,7 @@ def measure_parallel(
         batch_size,
         flat,
         requests=len(flat) * batch_size,
-        seconds=max(max(finished), end_at) - start_at,
+        seconds=duration_s,
         client_cpu_cores=cpu,
         extra={"batch_size": batch_size, "sessions": len(embedders), "threads_per_session": 1},
     )

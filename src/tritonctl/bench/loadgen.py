@@ -4,6 +4,13 @@ soon as the previous one returns, over Triton gRPC, Triton HTTP or a plain JSON 
 It is deliberately small: requests are encoded once before the run (the corpus is cycled), and
 each coroutine only awaits the call and appends a latency, so the client's own CPU share stays
 low on a machine whose cores it shares with the server. That share is measured and reported.
+
+Accounting: a request counts when it *completes* inside the measured window, whenever it
+started. In a closed loop that is the window's true completion rate; counting only requests
+that both start and end inside the window drops the ones straddling its edges (about one per
+client at each edge) while still dividing by the full window, which reads low. A target may
+send several texts per request (``items_per_request``, bulk requests): throughput is in texts
+per second, latency per request.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class Point:
     client_cpu_cores: float
     first_error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    items_per_request: int = 1
+    max_in_flight: int = 0
 
     @classmethod
     def measured(
@@ -63,8 +72,13 @@ class Point:
         errors: int = 0,
         first_error: str = "",
         extra: dict[str, Any] | None = None,
+        items_per_request: int = 1,
+        max_in_flight: int = 0,
     ) -> Point:
-        """A point from the window's latencies (seconds) and what it served in ``seconds``."""
+        """A point from the window's latencies (seconds) and what it served in ``seconds``.
+
+        ``requests`` counts items (texts, images): requests times ``items_per_request``.
+        """
         p50, p95, p99, mean = percentiles(latencies_s)
         return cls(
             config=config,
@@ -72,7 +86,7 @@ class Point:
             requests=requests,
             errors=errors,
             seconds=seconds,
-            throughput=requests / seconds,
+            throughput=requests / seconds if seconds > 0 else 0.0,
             p50_ms=p50,
             p95_ms=p95,
             p99_ms=p99,
@@ -80,6 +94,8 @@ class Point:
             client_cpu_cores=client_cpu_cores,
             first_error=first_error,
             extra=extra or {},
+            items_per_request=items_per_request,
+            max_in_flight=max_in_flight,
         )
 
     @property
@@ -102,6 +118,28 @@ def percentiles(latencies_s: Sequence[float]) -> tuple[float, float, float, floa
     return float(p50), float(p95), float(p99), float(values.mean())
 
 
+def in_window(
+    records: Sequence[tuple[float, float, str]], window_start: float, window_end: float
+) -> tuple[list[float], int, str]:
+    """Latencies of the successes, the failure count and the first failure's message, over
+    the requests that completed inside ``[window_start, window_end]``, whenever they started.
+
+    ``records`` holds ``(start, end, error)`` per request, ``error`` empty for a success.
+    """
+    latencies: list[float] = []
+    errors = 0
+    first_error = ""
+    for start, end, error in sorted(records, key=lambda record: record[1]):
+        if not window_start <= end <= window_end:
+            continue
+        if error:
+            errors += 1
+            first_error = first_error or error
+        else:
+            latencies.append(end - start)
+    return latencies, errors, first_error
+
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -119,37 +157,36 @@ async def closed_loop(
 ) -> Point:
     """Drive ``target`` with ``concurrency`` closed-loop clients: warm up, then measure a window.
 
-    Only requests that start and end inside the measured window count, so the warm-up and
-    the drain at the end do not blur the figures.
+    Requests (and failures) that complete inside the window count; see the module docstring.
     """
-    latencies: list[float] = []
-    errors = 0
-    first_error = ""
+    records: list[tuple[float, float, str]] = []  # (start, end, error message or "")
     counter = 0
+    in_flight = 0
+    max_in_flight = 0
     loop_start = time.perf_counter()
     window_start = loop_start + warmup_s
     window_end = window_start + duration_s
     cpu_at_window: list[float] = []
+    items = max(int(getattr(target, "items_per_request", 1)), 1)
 
     async def worker() -> None:
-        nonlocal counter, errors, first_error
+        nonlocal counter, in_flight, max_in_flight
         while True:
             start = time.perf_counter()
             if start >= window_end:
                 return
             index = counter % len(texts)
             counter += 1
+            in_flight += 1
+            max_in_flight = max(max_in_flight, in_flight)
+            error = ""
             try:
                 await target.call(index)
-            except Exception as error:  # noqa: BLE001 - every failure is counted, not raised
-                end = time.perf_counter()
-                if start >= window_start and end <= window_end:
-                    errors += 1
-                    first_error = first_error or f"{type(error).__name__}: {error}"
-                continue
-            end = time.perf_counter()
-            if start >= window_start and end <= window_end:
-                latencies.append(end - start)
+            except Exception as failure:  # noqa: BLE001 - every failure is counted, not raised
+                error = f"{type(failure).__name__}: {failure}"
+            finally:
+                in_flight -= 1
+            records.append((start, time.perf_counter(), error))
 
     async def cpu_marker() -> None:
         await asyncio.sleep(max(window_start - time.perf_counter(), 0))
@@ -170,15 +207,18 @@ async def closed_loop(
     finally:
         await target.close()
     cpu = (cpu_at_window[1] - cpu_at_window[0]) / duration_s if len(cpu_at_window) == 2 else 0.0
+    latencies, errors, first_error = in_window(records, window_start, window_end)
     return Point.measured(
         target.name,
         concurrency,
         latencies,
-        requests=len(latencies),
+        requests=len(latencies) * items,
         seconds=duration_s,
         client_cpu_cores=cpu,
         errors=errors,
         first_error=first_error,
+        items_per_request=items,
+        max_in_flight=max_in_flight,
     )
 
 
@@ -209,13 +249,25 @@ def run_point(
 # Targets ---------------------------------------------------------------------------------------
 
 
-def _text_inputs(module: Any, name: str, texts: Sequence[str], config: dict[str, Any]) -> list[Any]:
-    """One prepared BYTES input per text (``[1, 1]`` for a batching model, else ``[1]``)."""
-    shape = [1, 1] if int(config.get("max_batch_size", 0)) > 0 else [1]
+def request_texts(texts: Sequence[Any], items: int) -> list[list[Any]]:
+    """Request ``i`` carries ``items`` texts from ``i`` on, wrapping round the corpus."""
+    return [[texts[(i + k) % len(texts)] for k in range(items)] for i in range(len(texts))]
+
+
+def _text_inputs(
+    module: Any, name: str, texts: Sequence[str], config: dict[str, Any], items: int = 1
+) -> list[Any]:
+    """One prepared BYTES input per request (``[items, 1]`` for a batching model, else ``[items]``)."""
+    batching = int(config.get("max_batch_size", 0)) > 0
     inputs = []
-    for text in texts:
+    for group in request_texts(texts, items):
+        shape = [len(group), 1] if batching else [len(group)]
         tensor = module.InferInput(name, shape, "BYTES")
-        tensor.set_data_from_numpy(np.array([text.encode()], dtype=np.object_).reshape(shape))
+        tensor.set_data_from_numpy(
+            np.array(
+                [t if isinstance(t, bytes) else t.encode() for t in group], dtype=np.object_
+            ).reshape(shape)
+        )
         inputs.append(tensor)
     return inputs
 
@@ -225,14 +277,21 @@ class _TritonTarget:
 
     model: str
     output_name: str
+    items_per_request: int
     _client: Any
     _inputs: list[Any]
     _outputs: list[Any]
 
     async def call(self, index: int) -> None:
         result = await self._client.infer(self.model, [self._inputs[index]], outputs=self._outputs)
-        if result.as_numpy(self.output_name) is None:
+        output = result.as_numpy(self.output_name)
+        if output is None:
             raise RuntimeError(f"{self.model}: no {self.output_name} in the response")
+        if len(output) != self.items_per_request:
+            raise RuntimeError(
+                f"{self.model}: {len(output)} rows of {self.output_name} for"
+                f" {self.items_per_request} items"
+            )
 
     async def close(self) -> None:
         if self._client is not None:
@@ -256,10 +315,12 @@ class TritonGrpcTarget(_TritonTarget):
         input_name: str = "TEXT",
         output_name: str = "EMBEDDING",
         headers: dict[str, str] | None = None,
+        items_per_request: int = 1,
     ) -> None:
         self.address, self.model, self.name = address, model, name or model
         self.input_name, self.output_name = input_name, output_name
         self.headers = headers or {}
+        self.items_per_request = items_per_request
         self._client: Any = None
         self._inputs: list[Any] = []
         self._outputs: list[Any] = []
@@ -269,7 +330,9 @@ class TritonGrpcTarget(_TritonTarget):
 
         self._client = grpcclient.InferenceServerClient(self.address)
         config = await self._client.get_model_config(self.model, as_json=True)
-        self._inputs = _text_inputs(grpcclient, self.input_name, texts, config["config"])
+        self._inputs = _text_inputs(
+            grpcclient, self.input_name, texts, config["config"], self.items_per_request
+        )
         self._outputs = [grpcclient.InferRequestedOutput(self.output_name)]
 
 
@@ -285,10 +348,12 @@ class TritonHttpTarget(_TritonTarget):
         input_name: str = "TEXT",
         output_name: str = "EMBEDDING",
         concurrency: int = 64,
+        items_per_request: int = 1,
     ) -> None:
         self.address, self.model, self.name = address, model, name or f"{model} (http)"
         self.input_name, self.output_name = input_name, output_name
         self.concurrency = concurrency
+        self.items_per_request = items_per_request
         self._client: Any = None
         self._inputs: list[Any] = []
         self._outputs: list[Any] = []
@@ -298,15 +363,21 @@ class TritonHttpTarget(_TritonTarget):
 
         self._client = httpclient.InferenceServerClient(self.address, conn_limit=self.concurrency)
         config = await self._client.get_model_config(self.model)
-        self._inputs = _text_inputs(httpclient, self.input_name, texts, config)
+        self._inputs = _text_inputs(
+            httpclient, self.input_name, texts, config, self.items_per_request
+        )
         self._outputs = [httpclient.InferRequestedOutput(self.output_name, binary_data=True)]
 
 
 class JsonHttpTarget:
-    """A hand-written JSON endpoint (``POST {"text": ...}`` → ``{"embedding": [...]}``) via aiohttp."""
+    """A hand-written JSON endpoint via aiohttp: ``POST {"texts": [...]}`` answered by
+    ``{"embeddings": [[...], ...]}``, one row per text (the FastAPI and LitServe peers)."""
 
-    def __init__(self, url: str, *, name: str = "fastapi", concurrency: int = 64) -> None:
+    def __init__(
+        self, url: str, *, name: str = "fastapi", concurrency: int = 64, items_per_request: int = 1
+    ) -> None:
         self.url, self.name, self.concurrency = url, name, concurrency
+        self.items_per_request = items_per_request
         self._session: Any = None
         self._bodies: list[bytes] = []
 
@@ -315,7 +386,10 @@ class JsonHttpTarget:
 
         connector = aiohttp.TCPConnector(limit=self.concurrency)
         self._session = aiohttp.ClientSession(connector=connector)
-        self._bodies = [json.dumps({"text": text}).encode() for text in texts]
+        self._bodies = [
+            json.dumps({"texts": group}).encode()
+            for group in request_texts(texts, self.items_per_request)
+        ]
 
     async def call(self, index: int) -> None:
         async with self._session.post(
@@ -324,6 +398,9 @@ class JsonHttpTarget:
             body = await response.read()
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
+            rows = json.loads(body).get("embeddings")
+            if not isinstance(rows, list) or len(rows) != self.items_per_request:
+                raise RuntimeError(f"expected {self.items_per_request} embeddings: {body[:200]!r}")
 
     async def close(self) -> None:
         if self._session is not None:

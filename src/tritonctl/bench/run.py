@@ -1,35 +1,50 @@
-"""``tritonctl bench``: configurations (a)–(e) of the text-embedding service, side by side.
+"""``tritonctl bench``: the served pipelines against their in-process limit and the peers, in rounds.
 
-One run, one machine, one corpus (``tritonctl.corpus.sentences()``), one load generator
-(``tritonctl.bench.loadgen``, closed loop at each concurrency). Servers run one at a time so
-that each configuration has the machine to itself. Triton configurations are served from a
-temporary copy of the repository without the response cache: the corpus is cycled, and a
-cache would answer from memory instead of computing.
+One run, one machine, one load generator (``tritonctl.bench.loadgen``, closed loop). Every
+server starts first; then **rounds**: each round measures every point once (the order rotates
+from round to round), so each goal's ratio is computed within a round, from points measured
+minutes apart at most, and the rounds give its interval (``tritonctl.bench.goals``).
+
+Points, for each text corpus (``short``: queries, titles and captions; ``long``: the long-tail
+evaluation corpus):
+
+- ``a-limit``: in process, the best layout and batch size with an ideal batcher (texts of one
+  bucket batched together); chosen once, in a selection pass before the rounds, then measured
+  in every round, so the limit is one draw per round and not the best of many;
+- ``a-single``: in process, one text at a time, the faster of one session on every core and one
+  1-thread session (also chosen once);
+- ``b@1``, ``b@16``: the committed ``text_embedding`` ensemble, one text per request;
+  ``b-bulk8@4``, ``b-bulk32@2``: 8 or 32 texts per request (indexing jobs);
+- ``c@16``: the ensemble with ``dynamic_batching`` removed from every config;
+- ``d@16``: FastAPI + uvicorn; ``f@16``: LitServe with its batching (``tritonctl.bench.peers``);
+- ``e@16``: the ``text_embedding_int8`` ensemble;
+
+and for the digits ensemble (PNG → label): ``digits/a-limit``, ``digits/a-single``, ``digits/b@1``,
+``digits/b@16``. Triton serves from a temporary copy of the repository without the response
+cache: the corpora are cycled, and a cache would answer from memory instead of computing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import re
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tritonctl import paths
+from tritonctl.bench import digits as digits_bench
 from tritonctl.bench import inprocess
+from tritonctl.bench.goals import Round
 from tritonctl.bench.loadgen import (
     JsonHttpTarget,
     Point,
     Target,
-    TritonGrpcShmTarget,
     TritonGrpcTarget,
     TritonHttpTarget,
     run_point,
@@ -50,32 +65,32 @@ from tritonctl.bench.staging import (
 )
 from tritonctl.console import console
 from tritonctl.model_config import load_config
-from tritonctl.server import LocalTriton, free_port
+from tritonctl.server import LocalTriton
 
 ENSEMBLE = "text_embedding"
 ENSEMBLE_INT8 = "text_embedding_int8"
-CONFIG_NAMES = {
-    "a": "a in-process",
-    "b": "b triton",
-    "c": "c triton no-batching",
-    "d": "d fastapi",
-    "e": "e triton int8",
+#: configuration letter -> what it is (the letters of ``--configs``)
+CONFIGS = {
+    "a": "in process (the limit)",
+    "b": "Triton text_embedding, as committed",
+    "c": "Triton, dynamic batching removed",
+    "d": "FastAPI + uvicorn, 1 worker",
+    "e": "Triton text_embedding_int8 (needs b)",
+    "f": "LitServe, max_batch_size 8",
+    "g": "digits: Triton digit_classifier and its in-process limit",
 }
-CONFIG_DESCRIPTIONS = {
-    "a": "tokenizer + ONNX Runtime + pooling in one process, batches grouped by bucket, no server",
-    "b": "Triton ensemble text_embedding with dynamic batching, as tuned",
-    "c": "the same ensemble with dynamic_batching removed from every config",
-    "d": "FastAPI + uvicorn (1 worker), tokenizer + ONNX Runtime per request",
-    "e": "Triton ensemble text_embedding_int8 (INT8 encoder)",
-}
+CORPORA = ("short", "long")
 
 
 @dataclass
 class BenchOptions:
-    concurrencies: tuple[int, ...] = (1, 4, 16, 64)
-    warmup_s: float = 3.0
-    duration_s: float = 8.0
-    configs: str = "abcde"
+    rounds: int = 3
+    warmup_s: float = 1.0
+    duration_s: float = 4.0
+    corpora: tuple[str, ...] = CORPORA
+    configs: str = "abcdefg"
+    single_concurrency: int = 16
+    bulk: tuple[tuple[int, int], ...] = ((8, 4), (32, 2))  # (texts per request, clients)
     protocol: str = "grpc"
     profile: bool = True
     repository: Path = field(default_factory=paths.model_repository)
@@ -83,8 +98,8 @@ class BenchOptions:
 
     @classmethod
     def quick(cls, **changes: Any) -> BenchOptions:
-        """A short run (about two minutes) for a first look; figures are noisier."""
-        return cls(warmup_s=1.0, duration_s=3.0, **changes)
+        """A short run (a few minutes) for a first look; the intervals are wider."""
+        return cls(warmup_s=0.5, duration_s=2.0, **changes)
 
 
 @dataclass
@@ -103,34 +118,43 @@ def pipeline_files(repository: Path) -> PipelineFiles:
             f"{onnx} not found: build the pipeline first (tritonctl build text-embedding)"
         )
     int8 = repository / "text_encoder_int8" / "1" / "model.onnx"
-    tokenizer_dir = repository / "tokenizer"
-    candidates = sorted(tokenizer_dir.glob("*/tokenizer.json")) + sorted(
-        tokenizer_dir.rglob("tokenizer.json")
-    )
-    if not candidates:
-        raise FileNotFoundError(f"no tokenizer.json under {tokenizer_dir}")
+    tokenizer = repository / "tokenizer" / "1" / "tokenizer.json"
+    if not tokenizer.exists():
+        raise FileNotFoundError(f"{tokenizer} not found: build the pipeline first")
+    config = load_config(repository / "tokenizer")
     buckets: tuple[int, ...] = inprocess.DEFAULT_BUCKETS
-    config = load_config(tokenizer_dir)
-    for key, value in config.parameters.items():
-        numbers = [int(n) for n in re.findall(r"\d+", value.string_value)]
-        if "bucket" in key.lower() and numbers:
-            buckets = tuple(sorted(numbers))
-    return PipelineFiles(onnx, int8 if int8.exists() else None, candidates[0], buckets)
+    if "length_buckets" in config.parameters:
+        value = config.parameters["length_buckets"].string_value
+        buckets = tuple(sorted(int(b) for b in value.split(",") if b.strip()))
+    return PipelineFiles(onnx, int8 if int8.exists() else None, tokenizer, buckets)
+
+
+def corpus_texts(name: str) -> list[str]:
+    from tritonctl.corpus import sentences
+    from tritonctl.short_corpus import short_texts
+
+    return short_texts() if name == "short" else sentences()
 
 
 @dataclass
 class BenchResult:
-    points: list[Point] = field(default_factory=list)
-    server_stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # "b@16" -> per model
+    rounds: list[Round] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=dict)  # the limit's layout search
+    server_stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> per model
+    accuracy: dict[str, Any] = field(default_factory=dict)
     probes: dict[str, Any] = field(default_factory=dict)
     profiles: list[dict[str, Any]] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
 
+    def point_keys(self) -> list[str]:
+        seen: list[str] = []
+        for points in self.rounds:
+            seen += [k for k in points if k not in seen]
+        return seen
+
     def series(self, key: str) -> list[Point]:
-        return sorted(
-            (p for p in self.points if p.config == CONFIG_NAMES[key]), key=lambda p: p.concurrency
-        )
+        return [points[key] for points in self.rounds if key in points]
 
 
 def machine_info() -> dict[str, Any]:
@@ -144,12 +168,19 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    flags = ""
+    with contextlib.suppress(OSError):
+        text = Path("/proc/cpuinfo").read_text()
+        found = next((line for line in text.splitlines() if line.startswith("flags")), "")
+        names = set(found.split())
+        flags = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in names)
     memory_gib = 0.0
     with contextlib.suppress(OSError, ValueError, IndexError):
         first = Path("/proc/meminfo").read_text().splitlines()[0]
         memory_gib = int(first.split()[1]) / 1024 / 1024
     return {
         "cpu": model,
+        "cpu_flags": flags,
         "cores": os.cpu_count(),
         "memory_gib": round(memory_gib, 1),
         "os": platform.platform(),
@@ -160,188 +191,355 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def _triton(repository: Path, models: list[str]) -> Iterator[LocalTriton]:
-    server = LocalTriton(repository, models=models, cache_size=0, exit_timeout=5)
-    with server:
-        yield server
+@dataclass
+class Measurement:
+    """One point of the plan: measured once per round by ``run``."""
+
+    key: str
+    run: Callable[[], Point]
 
 
-def _triton_target(server: LocalTriton, model: str, options: BenchOptions, name: str) -> Target:
-    if options.protocol == "http":
-        return TritonHttpTarget(server.http_address, model, name=name)
-    return TritonGrpcTarget(server.grpc_address, model, name=name)
-
-
-class InProcessLimit:
-    """Configuration (a): the embedders, and a measurement at one batch size in both layouts."""
-
-    def __init__(self, files: PipelineFiles) -> None:
-        self.files = files
-        self.cores = os.cpu_count() or 1
-        self.embedder = inprocess.InProcessEmbedder(files.onnx, files.tokenizer, files.buckets)
-        self.singles = [
-            inprocess.InProcessEmbedder(
-                files.onnx, files.tokenizer, files.buckets, intra_op_threads=1
-            )
-            for _ in range(self.cores)
-        ]
-        self.measured: list[Point] = []
-
-    def point(
-        self, result: BenchResult, texts: Sequence[str], batch: int, options: BenchOptions
-    ) -> Point:
-        """Batch ``batch`` over one session on all cores, then over one 1-thread session per core."""
-        one = inprocess.measure_batch(
-            self.embedder,
-            texts,
-            batch,
-            warmup_s=min(options.warmup_s, 1.0),
-            duration_s=options.duration_s / 2,
-            name=CONFIG_NAMES["a"],
-        )
-        one.extra["layout"] = f"1 session x {self.cores} threads"
-        parallel = inprocess.measure_parallel(
-            self.singles,
-            texts,
-            batch,
-            warmup_s=min(options.warmup_s, 1.0),
-            duration_s=options.duration_s / 2,
-            name=CONFIG_NAMES["a"],
-        )
-        parallel.extra["layout"] = f"{self.cores} sessions x 1 thread"
-        result.probes.setdefault("a_layouts", {})[str(batch)] = {
-            one.extra["layout"]: round(one.throughput, 1),
-            parallel.extra["layout"]: round(parallel.throughput, 1),
-        }
-        self.measured += [one, parallel]
-        if batch == 1:
-            # A single request is one stream: the faster of one session on all cores and one
-            # single-threaded session (ONNX Runtime's spinning pool suffers on shared cores).
-            lone = inprocess.measure_batch(
-                self.singles[0],
-                texts,
-                1,
-                warmup_s=min(options.warmup_s, 1.0),
-                duration_s=options.duration_s / 2,
-                name=CONFIG_NAMES["a"],
-            )
-            lone.extra["layout"] = "1 session x 1 thread"
-            result.probes["a_layouts"]["1"][lone.extra["layout"]] = round(lone.throughput, 1)
-            return one if one.p50_ms <= lone.p50_ms else lone
-        return one if one.throughput >= parallel.throughput else parallel
-
-
-def run_inprocess_probes(
-    result: BenchResult,
-    limit: InProcessLimit,
-    texts: Sequence[str],
+def _served(
+    target: Target,
+    texts: Sequence[Any],
+    concurrency: int,
     options: BenchOptions,
-    progress: Callable[[str], None],
-) -> None:
-    """The best batch size of (a), its single-request latency, and the bucketing/threads probes."""
-    for batch in (8, 32):
-        if batch not in options.concurrencies:
-            progress(f"{CONFIG_NAMES['a']} @ batch={batch} (best-batch search)")
-            limit.point(result, texts, batch, options)
-    best = max(limit.measured, key=lambda p: p.throughput)
-    result.probes["a_best_batch"] = best.as_dict()
-    result.probes["a_cpu_ms_per_sentence"] = round(
-        best.client_cpu_cores * 1000 / best.throughput, 3
+    server: LocalTriton | None = None,
+    stats: dict[str, Any] | None = None,
+) -> Point:
+    """A closed-loop point; with ``server``, its CPU per item and Triton's per-model statistics."""
+    window = StatsWindow(server.metrics_url) if server is not None else None
+    pids = (server.group_pids() if server is not None else []) + [os.getpid()]
+    cpu: dict[str, dict[int, float]] = {}
+
+    def started() -> None:
+        cpu["before"] = process_cpu_seconds(pids)
+        if window is not None:
+            window.start()
+
+    def ended() -> None:
+        cpu["after"] = process_cpu_seconds(pids)
+        if window is not None:
+            window.end()
+
+    point = run_point(
+        target,
+        texts,
+        concurrency,
+        warmup_s=options.warmup_s,
+        duration_s=options.duration_s,
+        on_window_start=started,
+        on_window_end=ended,
     )
-    singles = [p for p in result.points if p.config == CONFIG_NAMES["a"] and p.concurrency == 1]
-    if singles:
-        result.probes["a_single_request_ms"] = singles[0].p50_ms
-    files, embedder = limit.files, limit.embedder
-
-    # Bucketing: the same batch of 32 padded three ways.
-    short = options.duration_s / 4
-    probes: dict[str, Any] = {}
-    for label, grouped, pad_to in (
-        ("grouped by bucket", True, None),
-        ("mixed, padded to the bucket of the longest", False, None),
-        ("mixed, padded to 256", False, 256),
-    ):
-        progress(f"bucketing probe: {label}")
-        point = inprocess.measure_batch(
-            embedder, texts, 32, warmup_s=0.3, duration_s=short, grouped=grouped, pad_to=pad_to
-        )
-        probes[label] = round(point.throughput, 1)
-    result.probes["bucketing_batch32_sentences_per_s"] = probes
-
-    # ONNX Runtime threads: one thread per session (one per instance) against all cores.
-    threads: dict[str, Any] = {}
-    for count in (1, 2):
-        session = inprocess.InProcessEmbedder(
-            files.onnx, files.tokenizer, files.buckets, intra_op_threads=count
-        )
-        for batch in (1, 32):
-            progress(f"threads probe: intra_op={count} batch={batch}")
-            point = inprocess.measure_batch(session, texts, batch, warmup_s=0.3, duration_s=short)
-            threads[f"intra_op={count} batch={batch}"] = {
-                "sentences_per_s": round(point.throughput, 1),
-                "p50_ms": round(point.p50_ms, 2),
-            }
-    result.probes["ort_threads"] = threads
-    if files.onnx_int8 is not None:
-        int8 = inprocess.InProcessEmbedder(files.onnx_int8, files.tokenizer, files.buckets)
-        progress("INT8 in-process at the best batch size")
-        point = inprocess.measure_batch(
-            int8, texts, int(best.concurrency), warmup_s=0.5, duration_s=short
-        )
-        result.probes["a_int8_best_batch_sentences_per_s"] = round(point.throughput, 1)
+    if server is not None and point.requests:
+        used = sum(cpu["after"].get(p, v) - v for p, v in cpu.get("before", {}).items())
+        point.extra["cpu_ms_per_item"] = round(used * 1000 / point.requests, 3)
+    if window is not None and stats is not None:
+        stats.update(window.deltas())
+    return point
 
 
-def run_probes(
-    result: BenchResult,
-    server: LocalTriton,
-    texts: Sequence[str],
-    options: BenchOptions,
-    progress: Callable[[str], None],
-) -> None:
-    """Client paths at c=1: gRPC, HTTP, and gRPC with the output in system shared memory."""
-    probes: dict[str, Any] = {}
-    short = max(options.duration_s / 2, 2.0)
-    targets: list[tuple[str, Target]] = [
-        ("grpc", TritonGrpcTarget(server.grpc_address, ENSEMBLE)),
-        ("http", TritonHttpTarget(server.http_address, ENSEMBLE)),
-        (
-            "grpc + system shared memory output",
-            TritonGrpcShmTarget(server.grpc_address, ENSEMBLE, headers=server.admin_headers),
-        ),
-    ]
-    for label, target in targets:
-        progress(f"client path probe at c=1: {label}")
-        try:
-            point = run_point(target, texts, 1, warmup_s=0.5, duration_s=short)
-        except Exception as error:  # noqa: BLE001 - a probe that fails is reported, not fatal
-            probes[label] = {"error": f"{type(error).__name__}: {error}"}
-            continue
-        probes[label] = {
-            "p50_ms": round(point.p50_ms, 3),
-            "p99_ms": round(point.p99_ms, 3),
-            "errors": point.errors,
-            "first_error": point.first_error,
+def _cpu_per_item(point: Point) -> Point:
+    """In process, this process's CPU per item: comparable with a served point's CPU per item
+    (server, stubs and client together), and far less sensitive to other jobs than items/s."""
+    if point.throughput > 0:
+        point.extra["cpu_ms_per_item"] = round(point.client_cpu_cores * 1000 / point.throughput, 3)
+    return point
+
+
+class TextLimit:
+    """Configuration (a) for one corpus: the layout search, then one draw per round."""
+
+    LIMIT_BATCHES = (4, 8, 16, 32)
+
+    def __init__(self, files: PipelineFiles, texts: Sequence[str], options: BenchOptions) -> None:
+        cores = os.cpu_count() or 1
+        self.texts, self.options = texts, options
+        make = inprocess.InProcessEmbedder
+        self.all_cores = make(files.onnx, files.tokenizer, files.buckets)
+        self.singles = [
+            make(files.onnx, files.tokenizer, files.buckets, intra_op_threads=1)
+            for _ in range(cores)
+        ]
+        self.layouts: dict[str, list[inprocess.Embedder]] = {
+            f"1 session x {cores} threads": [self.all_cores],
+            f"{cores} sessions x 1 thread": list(self.singles),
         }
-    result.probes["client_paths_c1"] = probes
+        self.limit: tuple[str, int] = (next(iter(self.layouts)), 8)
+        self.single: str = next(iter(self.layouts))
+
+    def _measure(self, layout: str, batch: int, duration_s: float, warmup_s: float) -> Point:
+        sessions = self.layouts[layout]
+        if len(sessions) == 1:
+            point = inprocess.measure_batch(
+                sessions[0], self.texts, batch, warmup_s=warmup_s, duration_s=duration_s
+            )
+        else:
+            point = inprocess.measure_parallel(
+                sessions, self.texts, batch, warmup_s=warmup_s, duration_s=duration_s
+            )
+        point.config = "a"
+        point.extra["layout"] = layout
+        _cpu_per_item(point)
+        return point
+
+    def select(self, say: Callable[[str], None]) -> dict[str, Any]:
+        """Measure every layout × batch size once (half windows); keep the best for the rounds."""
+        short, warm = self.options.duration_s / 2, min(self.options.warmup_s, 0.5)
+        found: dict[str, Any] = {"limit": {}, "single": {}}
+        best = (0.0, self.limit)
+        for layout in self.layouts:
+            for batch in self.LIMIT_BATCHES:
+                say(f"  limit search: {layout}, batch {batch}")
+                point = self._measure(layout, batch, short, warm)
+                found["limit"][f"{layout}, batch {batch}"] = round(point.throughput, 1)
+                if point.throughput > best[0]:
+                    best = (point.throughput, (layout, batch))
+        self.limit = best[1]
+        self.layouts["1 session x 1 thread"] = [self.singles[0]]
+        quickest = (float("inf"), self.single)
+        for layout in (next(iter(self.layouts)), "1 session x 1 thread"):
+            point = self._measure(layout, 1, short, warm)
+            found["single"][layout] = round(point.p50_ms, 3)
+            if point.p50_ms < quickest[0]:
+                quickest = (point.p50_ms, layout)
+        self.single = quickest[1]
+        found["chosen"] = {
+            "limit": f"{self.limit[0]}, batch {self.limit[1]}",
+            "single": self.single,
+        }
+        return found
+
+    def measure_limit(self) -> Point:
+        layout, batch = self.limit
+        return self._measure(layout, batch, self.options.duration_s, self.options.warmup_s)
+
+    def measure_single(self) -> Point:
+        return self._measure(self.single, 1, self.options.duration_s, self.options.warmup_s)
+
+
+class DigitsLimit:
+    """The digits ensemble's in-process limit: decode + CNN, best batch over one session per core."""
+
+    BATCHES = (16, 64)
+
+    def __init__(self, repository: Path, options: BenchOptions) -> None:
+        cores = os.cpu_count() or 1
+        self.options = options
+        self.images = digits_bench.png_images()
+        self.pipelines = [digits_bench.DigitsPipeline(repository) for _ in range(cores)]
+        self.batch = self.BATCHES[-1]
+
+    def _measure(self, sessions: int, batch: int, duration_s: float, warmup_s: float) -> Point:
+        point = digits_bench.measure(
+            self.pipelines[:sessions],
+            self.images,
+            batch,
+            warmup_s=warmup_s,
+            duration_s=duration_s,
+            name="a",
+        )
+        return _cpu_per_item(point)
+
+    def select(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        best = (0.0, self.batch)
+        for batch in self.BATCHES:
+            point = self._measure(len(self.pipelines), batch, self.options.duration_s / 2, 0.3)
+            found[f"{len(self.pipelines)} sessions x 1 thread, batch {batch}"] = round(
+                point.throughput, 1
+            )
+            if point.throughput > best[0]:
+                best = (point.throughput, batch)
+        self.batch = best[1]
+        return found
+
+    def measure_limit(self) -> Point:
+        return self._measure(
+            len(self.pipelines), self.batch, self.options.duration_s, self.options.warmup_s
+        )
+
+    def measure_single(self) -> Point:
+        return self._measure(1, 1, self.options.duration_s, self.options.warmup_s)
+
+
+@contextlib.contextmanager
+def _triton(repository: Path, models: list[str], attempts: int = 2) -> Iterator[LocalTriton]:
+    """A server for the bench; one more try if it dies while loading (a busy machine can time
+    out the Python backend's shared-memory locks at start-up)."""
+    from tritonctl.server import ServerError
+
+    for attempt in range(1, attempts + 1):
+        server = LocalTriton(repository, models=models, cache_size=0, exit_timeout=5)
+        try:
+            server.start()
+        except ServerError:
+            server.stop()
+            if attempt == attempts:
+                raise
+            continue
+        try:
+            yield server
+        finally:
+            server.stop()
+        return
+
+
+def _target(server: LocalTriton, model: str, options: BenchOptions, **kw: Any) -> Target:
+    if options.protocol == "http":
+        return TritonHttpTarget(server.http_address, model, **kw)
+    return TritonGrpcTarget(server.grpc_address, model, **kw)
+
+
+def _plan(
+    stack: contextlib.ExitStack,
+    result: BenchResult,
+    options: BenchOptions,
+    files: PipelineFiles,
+    tmp: Path,
+    say: Callable[[str], None],
+) -> tuple[list[Measurement], LocalTriton | None]:
+    """Start the servers and list every point to measure in a round."""
+    from tritonctl.bench.peers import fastapi_server, litserve_server
+
+    keys = options.configs
+    c16 = options.single_concurrency
+    plan: list[Measurement] = []
+    models = [m for k, m in (("b", ENSEMBLE), ("e", ENSEMBLE_INT8)) if k in keys]
+    if "e" in keys and files.onnx_int8 is None:
+        models.remove(ENSEMBLE_INT8)
+    if "g" in keys:
+        models.append(digits_bench.ENSEMBLE)
+    main: LocalTriton | None = None
+    if models:
+        staged = stage_repository(
+            options.repository, tmp / "served", models, edit=without_response_cache
+        )
+        say(f"starting Triton ({', '.join(models)})")
+        main = stack.enter_context(_triton(staged, models))
+    unbatched: LocalTriton | None = None
+    if "c" in keys:
+        staged = stage_repository(
+            options.repository,
+            tmp / "unbatched",
+            [ENSEMBLE],
+            edit=chain(without_response_cache, without_dynamic_batching),
+        )
+        say("starting Triton without dynamic batching (c)")
+        unbatched = stack.enter_context(_triton(staged, [ENSEMBLE]))
+    fastapi = litserve = ""
+    if "d" in keys:
+        say("starting FastAPI (d)")
+        fastapi = stack.enter_context(fastapi_server(files.onnx, files.tokenizer, files.buckets))
+    if "f" in keys:
+        say("starting LitServe (f)")
+        litserve = stack.enter_context(litserve_server(files.onnx, files.tokenizer, files.buckets))
+
+    for corpus in options.corpora:
+        texts = corpus_texts(corpus)
+
+        def add(key: str, run: Callable[[], Point], corpus: str = corpus) -> None:
+            plan.append(Measurement(f"{corpus}/{key}", run))
+
+        if "a" in keys:
+            say(f"{corpus}: choosing the in-process limit's layout")
+            limit = TextLimit(files, texts, options)
+            result.selection[corpus] = limit.select(say)
+            add("a-limit", limit.measure_limit)
+            add("a-single", limit.measure_single)
+        if main is not None and "b" in keys:
+            for model, c, key, items in (
+                (ENSEMBLE, 1, "b@1", 1),
+                (ENSEMBLE, c16, f"b@{c16}", 1),
+                *((ENSEMBLE, n, f"b-bulk{k}@{n}", k) for k, n in options.bulk),
+                *(((ENSEMBLE_INT8, c16, f"e@{c16}", 1),) if ENSEMBLE_INT8 in models else ()),
+            ):
+                target = _target(main, model, options, items_per_request=items)
+                stats = result.server_stats.setdefault(f"{corpus}/{key}", {})
+                add(key, partial(_served, target, texts, c, options, main, stats))
+        if unbatched is not None:
+            target = _target(unbatched, ENSEMBLE, options)
+            add(f"c@{c16}", partial(_served, target, texts, c16, options, unbatched))
+        for letter, url, name in (("d", fastapi, "fastapi"), ("f", litserve, "litserve")):
+            if url:
+                peer = JsonHttpTarget(url, name=name)
+                add(f"{letter}@{c16}", partial(_served, peer, texts, c16, options))
+
+    if "g" in keys and main is not None:
+        images = list(digits_bench.png_images())
+        if "a" in keys:
+            say("digits: choosing the in-process limit's batch size")
+            digits_limit = DigitsLimit(options.repository, options)
+            result.selection["digits"] = digits_limit.select()
+            plan.append(Measurement("digits/a-limit", digits_limit.measure_limit))
+            plan.append(Measurement("digits/a-single", digits_limit.measure_single))
+        for c in (1, c16):
+            stats = result.server_stats.setdefault(f"digits/b@{c}", {})
+            target = _target(
+                main, digits_bench.ENSEMBLE, options, input_name="IMAGE", output_name="SCORES"
+            )
+            run = partial(_served, target, images, c, options, main, stats)
+            plan.append(Measurement(f"digits/b@{c}", run))
+    return plan, main
+
+
+def run_rounds(
+    plan: Sequence[Measurement], options: BenchOptions, say: Callable[[str], None]
+) -> list[Round]:
+    """Every point once per round; round ``r`` starts ``r`` places further down the plan."""
+    rounds: list[Round] = []
+    for number in range(options.rounds):
+        shift = (number * max(len(plan) // max(options.rounds, 1), 1)) % max(len(plan), 1)
+        order = list(plan[shift:]) + list(plan[:shift])
+        points: Round = {}
+        for step, item in enumerate(order, start=1):
+            say(f"round {number + 1}/{options.rounds} [{step}/{len(order)}] {item.key}")
+            point = item.run()
+            point.extra["round"] = number + 1
+            points[item.key] = point
+            if point.errors:
+                say(f"  [red]{point.errors} errors[/]: {point.first_error}")
+        rounds.append(points)
+    return rounds
+
+
+def check_accuracy(
+    result: BenchResult, server: LocalTriton, files: PipelineFiles, options: BenchOptions
+) -> None:
+    """Served FP32 and INT8 embeddings of both corpora against the in-process FP32 pipeline."""
+    from tritonctl.client import embed
+
+    reference = inprocess.InProcessEmbedder(files.onnx, files.tokenizer, files.buckets)
+    for model, key in ((ENSEMBLE, "fp32"), (ENSEMBLE_INT8, "int8")):
+        if key == "int8" and files.onnx_int8 is None:
+            continue
+        cosines = []
+        for corpus in options.corpora:
+            texts = corpus_texts(corpus)
+            local = reference.embed_grouped(texts)
+            served = np.concatenate(
+                [
+                    embed(texts[i : i + 32], server.grpc_address, model=model)
+                    for i in range(0, len(texts), 32)
+                ]
+            )
+            cosines.append((local * served).sum(axis=1))
+        values = np.concatenate(cosines)
+        result.accuracy[key] = {
+            "min_cosine": round(float(values.min()), 6),
+            "mean_cosine": round(float(values.mean()), 6),
+            "texts": len(values),
+        }
 
 
 def run_profile(
-    result: BenchResult,
-    server: LocalTriton,
-    texts: Sequence[str],
-    options: BenchOptions,
-    progress: Callable[[str], None],
+    result: BenchResult, server: LocalTriton, texts: Sequence[str], options: BenchOptions
 ) -> None:
-    """py-spy on every stub while (b) runs at c=16 (a separate, unmeasured pass)."""
-    seconds = max(options.duration_s / 2, 3.0)
-    stubs = stub_pids(server.group_pids())
-    stubs = {m: p for m, p in stubs.items() if m != "text_encoder_int8"}
+    """py-spy on every stub and CPU per text of each process while (b) runs at c=16."""
+    seconds = max(options.duration_s, 3.0)
+    pipeline = ("tokenizer", "text_encoder", "pooling")
+    stubs = {m: p for m, p in stub_pids(server.group_pids()).items() if m in pipeline}
     running = start_records(stubs, seconds, options.out_dir / "profile")
-    if not running:
-        result.probes["profile_error"] = "py-spy not found (pip install '.[bench]')"
-        return
-    progress(f"profiling {len(running)} stub(s) with py-spy at c=16")
     names = {pid: f"stub {model}" for model, pids in stubs.items() for pid in pids}
     assert server.process is not None
     names[server.process.pid] = "tritonserver (gRPC, ensemble, batchers)"
@@ -350,185 +548,54 @@ def run_profile(
     point = run_point(
         TritonGrpcTarget(server.grpc_address, ENSEMBLE),
         texts,
-        16,
-        warmup_s=0.2,
+        options.single_concurrency,
+        warmup_s=0.3,
         duration_s=seconds,
         on_window_start=lambda: cpu.__setitem__("before", process_cpu_seconds(list(names))),
         on_window_end=lambda: cpu.__setitem__("after", process_cpu_seconds(list(names))),
     )
     result.probes["profile_pass_throughput"] = round(point.throughput, 1)
-    result.probes["cpu_ms_per_request_c16"] = cpu_per_request(
+    result.probes["cpu_ms_per_text_c16"] = cpu_per_request(
         cpu.get("before", {}), cpu.get("after", {}), names, point.requests
     )
-    result.profiles = [p.as_dict() for p in finish_records(running, seconds)]
+    if running:
+        result.profiles = [p.as_dict() for p in finish_records(running, seconds)]
+    else:
+        result.probes["profile_error"] = "py-spy not found (pip install '.[bench]')"
 
 
 @contextlib.contextmanager
-def fastapi_server(files: PipelineFiles) -> Iterator[str]:
-    """uvicorn with one worker serving ``tritonctl.bench.fastapi_app``; yields the endpoint URL."""
-    port = free_port()
-    env = dict(os.environ)
-    env["TRITONCTL_BENCH_ONNX"] = str(files.onnx)
-    env["TRITONCTL_BENCH_TOKENIZER"] = str(files.tokenizer)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tritonctl.bench.fastapi_app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                raise RuntimeError(f"the FastAPI baseline exited:\n{stderr[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the FastAPI baseline did not start in 60 s") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/embed"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _served_point(
-    result: BenchResult,
-    key: str,
-    target: Target,
-    texts: Sequence[str],
-    concurrency: int,
-    options: BenchOptions,
-    stats_url: str | None,
-) -> Point:
-    window = StatsWindow(stats_url) if stats_url else None
-    point = run_point(
-        target,
-        texts,
-        concurrency,
-        warmup_s=options.warmup_s,
-        duration_s=options.duration_s,
-        on_window_start=window.start if window else None,
-        on_window_end=window.end if window else None,
-    )
-    point.config = CONFIG_NAMES[key]
-    if window is not None:
-        result.server_stats[f"{key}@{concurrency}"] = window.deltas()
-    return point
+def _workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="tritonctl-bench-") as tmp:
+        yield Path(tmp)
 
 
 def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = None) -> BenchResult:
-    """Measure every configuration in ``options.configs``; the caller writes the report.
-
-    All servers are started first and the configurations are measured interleaved, concurrency
-    by concurrency (a, b, c, d, e at c=1, then at c=4, ...): other work on the machine drifts
-    over minutes, and measuring the five side by side keeps each ratio within one time slice.
-    An idle server costs no CPU while another configuration is measured.
-    """
-    from tritonctl.corpus import sentences
-
+    """Start everything, choose the limits' layouts, measure the rounds; the caller reports."""
     say = progress or (lambda message: console.log(message))
     files = pipeline_files(options.repository)
-    texts = sentences()
     result = BenchResult(machine=machine_info())
     result.options = {
-        "concurrencies": list(options.concurrencies),
+        "rounds": options.rounds,
         "warmup_s": options.warmup_s,
         "duration_s": options.duration_s,
+        "corpora": {c: len(corpus_texts(c)) for c in options.corpora},
         "configs": options.configs,
+        "single_concurrency": options.single_concurrency,
+        "bulk": [list(b) for b in options.bulk],
         "protocol": options.protocol,
-        "corpus_sentences": len(texts),
         "buckets": list(files.buckets),
         "onnx": str(files.onnx),
-        "order": "interleaved: every configuration at c=1, then every one at c=4, ...",
     }
-    keys = [k for k in "abcde" if k in options.configs]
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tritonctl-bench-")))
-        limit = InProcessLimit(files) if "a" in keys else None
-        served: dict[str, Callable[[int], Point]] = {}
-        main_server: LocalTriton | None = None
-        if "b" in keys or "e" in keys:
-            models = [ENSEMBLE] + ([ENSEMBLE_INT8] if "e" in keys else [])
-            staged = stage_repository(
-                options.repository, tmp / "tuned", models, edit=without_response_cache
-            )
-            say("starting Triton (b, e)")
-            main_server = stack.enter_context(_triton(staged, models))
-            for key, model in (("b", ENSEMBLE), ("e", ENSEMBLE_INT8)):
-                if key in keys:
-                    served[key] = functools.partial(
-                        lambda c, k, m, srv: _served_point(
-                            result,
-                            k,
-                            _triton_target(srv, m, options, CONFIG_NAMES[k]),
-                            texts,
-                            c,
-                            options,
-                            srv.metrics_url,
-                        ),
-                        k=key,
-                        m=model,
-                        srv=main_server,
-                    )
-        if "c" in keys:
-            staged = stage_repository(
-                options.repository,
-                tmp / "unbatched",
-                [ENSEMBLE],
-                edit=chain(without_response_cache, without_dynamic_batching),
-            )
-            say("starting Triton without dynamic batching (c)")
-            unbatched = stack.enter_context(_triton(staged, [ENSEMBLE]))
-            served["c"] = lambda c: _served_point(
-                result,
-                "c",
-                _triton_target(unbatched, ENSEMBLE, options, CONFIG_NAMES["c"]),
-                texts,
-                c,
-                options,
-                unbatched.metrics_url,
-            )
-        if "d" in keys:
-            say("starting the FastAPI baseline (d)")
-            url = stack.enter_context(fastapi_server(files))
-            served["d"] = lambda c: _served_point(
-                result, "d", JsonHttpTarget(url, name=CONFIG_NAMES["d"]), texts, c, options, None
-            )
-        for concurrency in options.concurrencies:
-            for key in keys:
-                say(f"{CONFIG_NAMES[key]} @ c={concurrency}")
-                if key == "a":
-                    assert limit is not None
-                    result.points.append(limit.point(result, texts, concurrency, options))
-                else:
-                    result.points.append(served[key](concurrency))
-        if limit is not None:
-            run_inprocess_probes(result, limit, texts, options, say)
-        if main_server is not None and "b" in keys:
-            run_probes(result, main_server, texts, options, say)
+        tmp = stack.enter_context(_workdir())
+        plan, main = _plan(stack, result, options, files, tmp, say)
+        result.rounds = run_rounds(plan, options, say)
+        if main is not None and "b" in options.configs:
+            say("accuracy: served embeddings against the in-process FP32 pipeline")
+            check_accuracy(result, main, files, options)
             if options.profile:
-                run_profile(result, main_server, texts, options, say)
+                say("profile: CPU per text and py-spy at c=16")
+                run_profile(result, main, corpus_texts(options.corpora[0]), options)
     result.machine["load_average_end"] = list(os.getloadavg())
     return result

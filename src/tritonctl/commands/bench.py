@@ -11,15 +11,18 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark (a) in-process, (b) Triton, (c) no batching, (d) FastAPI, (e) INT8",
+        help="the served pipelines against their in-process limit, FastAPI and LitServe, in rounds",
     )
-    parser.add_argument("--quick", action="store_true", help="short windows (about 2 minutes)")
-    parser.add_argument(
-        "--concurrency", default="1,4,16,64", help="closed-loop concurrency levels (1,4,16,64)"
-    )
+    parser.add_argument("--quick", action="store_true", help="short windows (a few minutes)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3)")
     parser.add_argument("--duration", type=float, default=None, help="measured seconds per point")
     parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per point")
-    parser.add_argument("--configs", default="abcde", help="which configurations to run (abcde)")
+    parser.add_argument(
+        "--configs",
+        default="abcdefg",
+        help="a limit, b Triton, c no batching, d FastAPI, e INT8, f LitServe, g digits",
+    )
+    parser.add_argument("--corpora", default="short,long", help="short and/or long (short,long)")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy on the stubs")
     parser.add_argument("--model-repository", type=Path, default=None)
@@ -36,13 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tritonctl import paths
     from tritonctl.bench import report
-    from tritonctl.bench.run import BenchOptions, run_bench
+    from tritonctl.bench.run import CORPORA, BenchOptions, run_bench
     from tritonctl.console import console
 
-    concurrencies = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
+    corpora = tuple(c.strip() for c in args.corpora.split(",") if c.strip())
+    unknown = [c for c in corpora if c not in CORPORA]
+    if unknown or not corpora:
+        console.print(f"[red]✗[/] --corpora takes {', '.join(CORPORA)}; got {args.corpora!r}")
+        return 2
     changes: dict[str, object] = {
-        "concurrencies": concurrencies,
         "configs": args.configs,
+        "corpora": corpora,
         "protocol": args.protocol,
         "profile": not args.no_profile,
     }
@@ -51,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         changes["out_dir"] = args.out
     options = BenchOptions.quick(**changes) if args.quick else BenchOptions(**changes)  # type: ignore[arg-type]
+    if args.rounds is not None:
+        options.rounds = max(args.rounds, 1)
     if args.duration is not None:
         options.duration_s = args.duration
     if args.warmup is not None:
@@ -71,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
     if str(results) != "none":
         report.update_results_file(results, report.results_markdown(result, items, command))
         console.print(f"updated {results}")
-    console.print(f"wrote {json_path} and {png_path}")
+    console.print(f"wrote {json_path}, {png_path} and {options.out_dir / 'report.html'}")
     return 0

@@ -9,7 +9,7 @@ from tritonctl import paths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from tritonctl.build import RECIPES
+    from tritonctl.recipes import RECIPES
 
     parser = subparsers.add_parser("build", help="convert models into model_repository/")
     parser.add_argument("recipe", choices=[*RECIPES, "all"])
@@ -19,12 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonctl.build import RECIPES, build
+    from tritonctl.recipes import RECIPES, build
     from tritonctl.repository import sync_python_backends
 
     repository = args.model_repository or paths.model_repository()
     names = list(RECIPES) if args.recipe == "all" else [args.recipe]
     for name in names:
         build(name, repository, force=args.force)
-    sync_python_backends(repository, paths.python_backends())
+        # Later recipes serve the repository (edge's round trip): it must hold the model.py files.
+        sync_python_backends(repository, paths.python_backends())
     return 0

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tritonctl.cloud.cli import add_deploy_arguments
+from tritonctl.cloud.cli import run_deploy as run_sagemaker
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -32,10 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--timeout", type=int, default=900, help="seconds to wait (model loads are slow)"
     )
+    add_deploy_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.target == "sagemaker":
+        return run_sagemaker(args)
     from tritonctl.console import console, err_console
     from tritonctl.k8s.chart import ChartError, load_values
     from tritonctl.k8s.deploy import DeployError, Release, deploy, dry_run

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from tritonctl.drift_window import MIN_SAMPLES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "FILE is a text file of sentences (one per line) for the text model, or a folder of "
             "images / an .npz of 8x8 arrays for the digits model. PSI < 0.1 is stable, "
-            "0.1-0.25 a moderate shift, > 0.25 a significant one."
+            "0.1-0.25 a moderate shift, > 0.25 a significant one. A sample needs at least "
+            f"{MIN_SAMPLES} items for a verdict: smaller ones score high by chance."
         ),
     )
     parser.add_argument("file", type=Path, help="sentences (.txt), image folder, or .npz/.npy")
@@ -30,17 +33,20 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from tritonctl.console import console, err_console
-    from tritonctl.drift import DriftError, score_file
+    from tritonctl.drift import TOO_FEW, DriftError, score_file
 
     try:
         scores = score_file(args.file, args.model, args.model_repository)
     except DriftError as error:
         err_console.print(f"[red]error:[/] {error}")
         return 2
+    if scores.warning:
+        err_console.print(f"[yellow]warning:[/] {scores.warning}", soft_wrap=True)
     if args.json:
-        print(json.dumps(scores.as_dict(), indent=2))
+        print(json.dumps(scores.as_dict(), indent=2, allow_nan=False))
         return 0
-    colour = {"stable": "green", "moderate shift": "yellow"}.get(scores.verdict, "red")
+    colours = {"stable": "green", "moderate shift": "yellow", TOO_FEW: "yellow"}
+    colour = colours.get(scores.verdict, "red")
     table = Table(title=f"drift of {args.file} ({scores.model}, {scores.samples} samples)")
     table.add_column("score")
     table.add_column("value", justify="right")

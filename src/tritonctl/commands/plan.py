@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tritonctl.cloud.cli import add_plan_arguments
+from tritonctl.cloud.cli import run_plan as run_cloud
+
+if TYPE_CHECKING:
+    from tritonctl.k8s.plan import Capacity
+
+#: ``--from-loadtest`` without a path: find the newest capacity report
+LATEST = Path("<latest>")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -11,10 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "plan",
         help="plan replicas and autoscaling for a target load from measured capacity",
         description=(
-            "replicas = ceil(target / (capacity x (1 - headroom))). The capacity is what one "
-            "replica serves within the SLO: pass it with --capacity-rps, or --capacity-file "
-            'pointing at the summary JSON of `tritonctl loadtest --find-capacity` ({"capacity": '
-            '{"rps": <float>, "users": <int>}}).'
+            "replicas = ceil(target / (capacity x (1 - headroom))). The capacity is the arrival "
+            "rate one replica sustains within the SLO: --from-loadtest reads the newest "
+            "reports/loadtest/<time>-<model>-<protocol>-capacity/summary.json written by "
+            "`tritonctl loadtest --find-capacity` (or the report folder or file you name); "
+            "--capacity-rps gives it by hand."
         ),
     )
     parser.add_argument(
@@ -25,7 +36,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--capacity-rps", type=float, help="requests/s one replica serves within the SLO"
     )
     source.add_argument(
-        "--capacity-file", type=Path, help="summary JSON of loadtest --find-capacity"
+        "--from-loadtest",
+        nargs="?",
+        const=LATEST,
+        type=Path,
+        metavar="REPORT",
+        help="capacity from loadtest --find-capacity: its summary.json or folder "
+        "(default: the newest under reports/loadtest/)",
+    )
+    # The older name of --from-loadtest REPORT.
+    source.add_argument("--capacity-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--model", help="with --from-loadtest and no REPORT: the newest search for this model"
     )
     parser.add_argument(
         "--headroom", type=float, default=0.3, help="spare fraction per replica (default 0.3)"
@@ -49,17 +71,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="queue-time target as a share of the SLO (default 0.2)",
     )
     parser.add_argument("-o", "--output", type=Path, default=Path("values-override.yaml"))
+    add_plan_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cloud:
+        return run_cloud(args, read_capacity)
     from tritonctl.console import console, err_console
-    from tritonctl.k8s.plan import Capacity, PlanError, load_capacity, make_plan
+    from tritonctl.k8s.plan import PlanError, make_plan
 
     try:
-        capacity = (
-            load_capacity(args.capacity_file) if args.capacity_file else Capacity(args.capacity_rps)
-        )
+        capacity = read_capacity(args)
         plan = make_plan(
             args.target_rps,
             capacity,
@@ -83,3 +106,16 @@ def run(args: argparse.Namespace) -> int:
         soft_wrap=True,
     )
     return 0
+
+
+def read_capacity(args: argparse.Namespace) -> Capacity:
+    """The capacity the plan divides by, from the command line or a capacity report."""
+    from tritonctl import paths
+    from tritonctl.k8s.plan import Capacity, latest_capacity_report, load_capacity
+
+    if args.capacity_rps is not None:
+        return Capacity(args.capacity_rps)
+    report = args.from_loadtest or args.capacity_file
+    if report == LATEST:
+        report = latest_capacity_report(paths.reports_dir() / "loadtest", args.model)
+    return load_capacity(report)

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from tritonctl import paths
+from tritonctl.cloud.cli import add_serve_arguments, cloud_mode
+from tritonctl.cloud.cli import run_serve as run_cloud
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model-repository", type=Path, default=None, help="default: model_repository/"
     )
     parser.add_argument(
-        "--models", nargs="+", default=None, help="load only these (explicit model control)"
+        "--models",
+        nargs="+",
+        default=None,
+        help="serve only these (and the models their ensembles use)",
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default loopback only)"
@@ -34,20 +39,74 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--exit-timeout", type=int, default=30, help="seconds in-flight requests get on shutdown"
     )
     parser.add_argument(
-        "--admin-key", default=None, help="key for the restricted APIs (default: random)"
+        "--model-control",
+        choices=("poll", "explicit"),
+        default="poll",
+        help="poll (default): the load/unload API is off for everyone; explicit: it is on, "
+        "behind the admin key (needs --admin-key-file)",
     )
+    parser.add_argument(
+        "--admin-key-file",
+        type=Path,
+        default=None,
+        help="file holding a key that opens the model-repository, shared-memory, trace and "
+        "logging APIs (header admin-key); without it they are closed to everyone",
+    )
+    parser.add_argument("--admin-key", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--no-restrict", action="store_true", help="leave the admin APIs open (not recommended)"
     )
     parser.add_argument(
-        "--max-restarts", type=int, default=3, help="restarts if the server dies (0: none)"
+        "--max-restarts",
+        type=int,
+        default=3,
+        help="restarts in a row if the server dies (0: none), 1 s, 2 s, 4 s... apart",
     )
+    parser.add_argument(
+        "--healthy-after",
+        type=float,
+        default=60.0,
+        help="seconds of uptime after which the restart count starts again (default 60)",
+    )
+    add_serve_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from tritonctl.serving import serve_forever
+def read_admin_key(path: Path) -> str:
+    """The key in ``path`` (first line), refusing an empty one and warning about a readable file."""
+    import stat
 
+    from tritonctl.console import err_console
+
+    key = path.read_text().strip().splitlines()[0] if path.read_text().strip() else ""
+    if not key:
+        raise SystemExit(f"error: the admin key file {path} is empty")
+    if path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        err_console.print(f"[yellow]warning:[/] {path} is readable by other users (chmod 600 it)")
+    return key
+
+
+def run(args: argparse.Namespace) -> int:
+    if cloud_mode(args):
+        return run_cloud(args)
+    from tritonctl.console import err_console
+    from tritonctl.serving import RestartPolicy, serve_forever
+
+    if args.admin_key is not None:
+        err_console.print(
+            "[red]error:[/] --admin-key would put the key on the command line, where every "
+            "local user can read it (ps): write it to a file and pass --admin-key-file"
+        )
+        return 2
+    admin_key = read_admin_key(args.admin_key_file) if args.admin_key_file else None
+    # --no-restrict does not lift this: an open load API runs any caller's model.py.
+    if args.model_control == "explicit" and admin_key is None:
+        err_console.print(
+            "[red]error:[/] --model-control explicit opens the load API, which runs the code of "
+            "any model it is given: give --admin-key-file to restrict it"
+            + (" (--no-restrict does not lift this)" if args.no_restrict else "")
+        )
+        return 2
     return serve_forever(
         repository=args.model_repository or paths.model_repository(),
         models=args.models,
@@ -60,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         timeout=args.timeout,
         exit_timeout=args.exit_timeout,
-        admin_key=args.admin_key,
+        model_control=args.model_control,
+        admin_key=admin_key,
         restrict_apis=not args.no_restrict,
-        max_restarts=args.max_restarts,
+        restart_policy=RestartPolicy(
+            max_restarts=args.max_restarts, healthy_after=args.healthy_after
+        ),
     )

@@ -15,8 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--slo", type=Path, required=True, help="SLO profile (loadtests/slo/*.yaml)"
     )
-    parser.add_argument("--duration", type=float, default=4.0, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds per run")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="measured seconds per run (the profile's)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="warm-up seconds per run (the profile's)"
+    )
     parser.add_argument("--max-trials", type=int, default=24, help="cap on measured runs")
     parser.add_argument("--passes", type=int, default=2, help="coordinate-descent passes")
     parser.add_argument("--concurrency", type=int, default=None, help="default: the SLO's users")
@@ -29,7 +33,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--unpaired",
         action="store_true",
-        help="one server, no fresh incumbent before each candidate (less robust to noise)",
+        help="one server, no fresh incumbent next to each candidate (less robust to noise)",
+    )
+    parser.add_argument(
+        "--min-gain",
+        type=float,
+        default=0.10,
+        help="noise margin: a change must gain this share of throughput, and may lose no more "
+        "than it in any round (default 0.10)",
+    )
+    parser.add_argument(
+        "--confirm-rounds",
+        type=int,
+        default=2,
+        help="paired rounds (ABBA order) confirming each changed knob (default 2)",
     )
     parser.add_argument("--model-repository", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="report folder (reports/tune)")
@@ -42,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from tritonctl.loadtest.slo import ProfileError
     from tritonctl.tune import TuneOptions, tune
     from tritonctl.tune.report import show_diff, trials_table
-    from tritonctl.tune.search import Trial
+    from tritonctl.tune.search import Trial, Verdict
 
     repository = args.model_repository or paths.model_repository()
     if not (repository / args.model / "config.pbtxt").is_file():
@@ -60,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         apply=not args.dry_run,
         concurrency=args.concurrency,
         paired=not args.unpaired,
+        min_gain=args.min_gain,
+        confirm_rounds=args.confirm_rounds,
         knob_names=[k.strip() for k in args.knobs.split(",") if k.strip()] if args.knobs else None,
     )
 
@@ -67,25 +86,32 @@ def run(args: argparse.Namespace) -> int:
         f = trial.figures
         verdict = "[green]meets[/]" if trial.meets_slo else "[red]misses[/]"
         pair = trial.extra.get("paired_ratio")
-        against = f" ({pair:.2f}x run {trial.extra['incumbent']} just before)" if pair else ""
+        against = (
+            f" ({pair:.2f}x run {trial.extra['incumbent']}, {trial.extra['order']})" if pair else ""
+        )
         console.print(
             f"  run {trial.index}: {f.rps:.1f}/s{against} p50 {f.p50_ms:.1f} p95 {f.p95_ms:.1f}"
             f" p99 {f.p99_ms:.1f} ms {verdict}  {trial.candidate}",
             soft_wrap=True,
         )
 
+    def on_knob(knob: str, verdict: Verdict) -> None:
+        mark = "[green]kept[/]" if verdict.keep else "[red]dropped[/]"
+        console.print(f"  confirm {knob}: {mark} ({verdict.reason})", soft_wrap=True)
+
     try:
-        outcome = tune(options, on_trial=on_trial)
+        outcome = tune(options, on_trial=on_trial, on_knob=on_knob)
     except (ProfileError, ValueError, FileNotFoundError) as error:
         console.print(f"[red]✗[/] {error}")
         return 1
     console.print(trials_table(outcome.search))
-    console.print(f"confirmation (same run, alternating): {outcome.confirmation}", soft_wrap=True)
+    if not outcome.confirmation:
+        console.print("confirmation: the search changed no knob")
     for diff in outcome.diffs.values():
         show_diff(diff)
     if not outcome.diffs:
         console.print("the current configuration is the best found: nothing to change")
     for path in outcome.written:
-        console.print(f"wrote {path} (backup: {path.name}.bak)")
+        console.print(f"wrote {path} (first backup kept as {path.name}.bak)")
     console.print(f"report: {outcome.report_dir / 'report.html'}")
     return 0

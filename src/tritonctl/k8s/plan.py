@@ -1,13 +1,16 @@
 """Capacity planning: replicas and HPA settings from a target load and a measured capacity.
 
-The capacity figure is what one replica sustains within the latency SLO, as found by
-``tritonctl loadtest --find-capacity``. Its summary JSON carries it as::
+The capacity figure is the arrival rate one replica sustains within the SLO, as found by
+``tritonctl loadtest --find-capacity`` (open loop). Its summary JSON carries it as::
 
-    {"capacity": {"rps": 412.5, "users": 48}, ...}
+    {"capacity": {"rps": 40.0, "mode": "open-loop", "held_runs": 2, "runs": 3, ...}, ...}
 
-(``rps``: requests per second one replica serves within the SLO; ``users``: the concurrent
-users at that point). When the summary also holds ``profile.objectives.p95_ms``, that SLO is
-used unless one is given; other keys are ignored.
+A closed-loop search (``--closed-loop``, or a summary from before open loop existed, with
+``users`` and no ``mode``) records the throughput its users reached instead; that overstates
+the rate a replica sustains, so the plan says so in its reasoning. When the summary also holds
+``profile.objectives.p95_ms``, that SLO is used unless one is given; other keys are ignored.
+
+:func:`latest_capacity_report` finds the newest ``reports/loadtest/*-capacity/summary.json``.
 """
 
 from __future__ import annotations
@@ -32,11 +35,49 @@ class Capacity:
     source: str = "command line"
     #: The p95 objective the capacity was measured against, when the summary records it.
     slo_p95_ms: float | None = None
+    #: "open-loop" (an arrival rate), "closed-loop" (users' throughput) or "" (given by hand)
+    mode: str = ""
+    #: e.g. "2 of 3 runs held" for a repeated search
+    evidence: str = ""
+
+    @property
+    def closed_loop(self) -> bool:
+        return self.mode == "closed-loop"
+
+
+CAPACITY_GLOB = "*-capacity/summary.json"
+
+
+def latest_capacity_report(reports: str | Path, model: str | None = None) -> Path:
+    """The newest ``<reports>/<time>-<model>-<protocol>-capacity/summary.json``.
+
+    Newest by the time stamp that starts the folder's name (then by modification time);
+    ``model`` keeps only that model's searches.
+    """
+    reports = Path(reports)
+    found = [p for p in reports.glob(CAPACITY_GLOB) if p.is_file()]
+    if model is not None:
+        found = [p for p in found if _folder_model(p.parent.name) == model]
+    if not found:
+        which = f" for model {model!r}" if model else ""
+        raise PlanError(
+            f"no capacity report{which} under {reports} (looked for {CAPACITY_GLOB}): run "
+            "`tritonctl loadtest --find-capacity` first, or pass --capacity-rps"
+        )
+    return max(found, key=lambda p: (p.parent.name[:15], p.stat().st_mtime))
+
+
+def _folder_model(name: str) -> str:
+    """``20260101-120000-text_embedding-grpc-capacity`` -> ``text_embedding``."""
+    parts = name.split("-")
+    return "-".join(parts[2:-2]) if len(parts) >= 5 else ""
 
 
 def load_capacity(path: str | Path) -> Capacity:
-    """The ``capacity`` object of a ``loadtest --find-capacity`` summary JSON."""
+    """The ``capacity`` object of a ``loadtest --find-capacity`` summary JSON (or its folder)."""
     path = Path(path)
+    if path.is_dir():
+        path = path / "summary.json"
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as error:
@@ -62,11 +103,18 @@ def load_capacity(path: str | Path) -> Capacity:
     users = capacity.get("users")
     objectives = (data.get("profile") or {}).get("objectives") or {}
     slo = objectives.get("p95_ms") if isinstance(objectives, dict) else None
+    # Summaries written before the open-loop search have users and no mode: closed loop.
+    mode = str(capacity.get("mode") or ("closed-loop" if users is not None else ""))
+    evidence = ""
+    if capacity.get("runs"):
+        evidence = f"held in {capacity.get('held_runs')} of {capacity['runs']} runs"
     return Capacity(
         rps=rps,
         users=int(users) if users is not None else None,
         source=str(path),
         slo_p95_ms=float(slo) if isinstance(slo, int | float) and slo > 0 else None,
+        mode=mode,
+        evidence=evidence,
     )
 
 
@@ -163,9 +211,25 @@ def make_plan(
     max_replicas = max(min_replicas, math.ceil(replicas * burst))
     queue_target_us = round(slo_ms * queue_share * 1000)
     cpu_target = min(95, max(10, round(100 * (1.0 - headroom))))
-    users = f", {capacity.users} concurrent users" if capacity.users else ""
+    if capacity.closed_loop:
+        users = f" by {capacity.users} closed-loop users" if capacity.users else ""
+        measured = (
+            f"capacity: one replica answered {capacity.rps:g} requests/s{users} within the SLO "
+            f"({capacity.source}). WARNING: a closed-loop figure, not an arrival rate: requests "
+            "arriving at that rate queue without the clients' waiting to hold them back, so "
+            "this plan is likely short of replicas; run `tritonctl loadtest --find-capacity` "
+            "(open loop) for the rate to plan with"
+        )
+    else:
+        kind = " arriving" if capacity.mode == "open-loop" else ""
+        evidence = f", {capacity.evidence}" if capacity.evidence else ""
+        users = f", {capacity.users} concurrent users" if capacity.users else ""
+        measured = (
+            f"capacity: one replica serves {capacity.rps:g} requests/s{kind} within the SLO"
+            f"{evidence}{users} ({capacity.source})"
+        )
     reasoning = [
-        f"capacity: one replica serves {capacity.rps:g} requests/s within the SLO{users} ({capacity.source})",
+        measured,
         f"headroom {headroom:.0%}: plan each replica for {capacity.rps:g} x (1 - {headroom:g}) = {per_replica:.4g} requests/s",
         f"replicas = ceil({target_rps:g} / {per_replica:.4g}) = {replicas} for the peak of {target_rps:g} requests/s",
         (

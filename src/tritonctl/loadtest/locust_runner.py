@@ -39,9 +39,13 @@ class Target:
     grpc_address: str
     metrics_url: str | None
 
+    #: the local server's process id (0: a remote target), to tell its scrapes apart
+    server_pid: int = 0
+
     @classmethod
     def from_server(cls, server: LocalTriton) -> Target:
-        return cls(server.http_address, server.grpc_address, server.metrics_url)
+        pid = server.process.pid if server.process is not None else 0
+        return cls(server.http_address, server.grpc_address, server.metrics_url, pid)
 
     @classmethod
     def from_url(cls, url: str, metrics_url: str | None = None) -> Target:
@@ -80,24 +84,45 @@ def locustfile() -> Path:
     return path
 
 
-def spawn_seconds(profile: SloProfile) -> float:
+def locust_users(profile: SloProfile, workers: int = 0) -> tuple[int, float]:
+    """Locust's ``--users`` and ``--spawn-rate``.
+
+    Open loop: one sending user per process, started at once, each sending its share of the
+    rate (the rate is the load; more users would only split it). Closed loop: the profile's.
+    """
+    if profile.open_loop:
+        senders = max(1, workers)
+        return senders, float(senders)
+    return profile.users, profile.spawn_rate
+
+
+def spawn_seconds(profile: SloProfile, workers: int = 0) -> float:
     """Time to start every user; without a shape the warm-up starts after it."""
-    return profile.users / profile.spawn_rate if profile.shape == "constant" else 0.0
+    users, rate = locust_users(profile, workers)
+    return users / rate if profile.shape == "constant" else 0.0
 
 
-def run_seconds(profile: SloProfile) -> int:
-    """Locust's ``--run-time``: spawning, warm-up and the measured duration, whole seconds."""
-    return max(1, math.ceil(spawn_seconds(profile) + profile.warmup_s + profile.duration_s))
+def run_seconds(profile: SloProfile, workers: int = 0) -> int:
+    """Locust's ``--run-time``: spawning, warm-up, the measured window and the drain."""
+    total = spawn_seconds(profile, workers) + profile.warmup_s + profile.duration_s + profile.drain
+    return max(1, math.ceil(total))
 
 
-def locust_environment(profile: SloProfile, target: Target, folder: Path) -> dict[str, str]:
+def locust_environment(
+    profile: SloProfile, target: Target, folder: Path, workers: int = 0
+) -> dict[str, str]:
     env = dict(os.environ)
+    users, _ = locust_users(profile, workers)
     env.update(
         TRITON_MODEL=profile.model,
         TRITON_PROTOCOL=profile.protocol,
         LOADTEST_SHAPE=profile.shape,
         LOADTEST_WARMUP_S=f"{profile.warmup_s:g}",
+        LOADTEST_DURATION_S=f"{profile.duration_s:g}",
+        LOADTEST_ARRIVAL_RATE=f"{profile.rate_rps / users:g}" if profile.open_loop else "0",  # type: ignore[operator]
+        LOADTEST_ARRIVALS=profile.arrivals,
         LOADTEST_OUTPUT_DIR=str(folder),
+        LOADTEST_SERVER_PID=str(target.server_pid or ""),
         TRITON_METRICS_URL=target.metrics_url or "",
         PYTHONUNBUFFERED="1",
     )
@@ -141,7 +166,8 @@ def run_locust(
     ``on_tick(elapsed_s)`` (if given) is called about twice a second, e.g. to move a progress bar.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    seconds = run_seconds(profile)
+    seconds = run_seconds(profile, workers)
+    users, spawn_rate = locust_users(profile, workers)
     base = [sys.executable, "-m", "locust", "-f", str(locustfile())]
     common = ["--loglevel", "WARNING"]
     master = [
@@ -151,9 +177,9 @@ def run_locust(
         "--host",
         target.host_for(profile.protocol),
         "--users",
-        str(profile.users),
+        str(users),
         "--spawn-rate",
-        f"{profile.spawn_rate:g}",
+        f"{spawn_rate:g}",
         "--run-time",
         f"{seconds}s",
         "--csv",
@@ -165,7 +191,7 @@ def run_locust(
         str(folder / "locust.log"),
         *common,
     ]
-    env = locust_environment(profile, target, folder)
+    env = locust_environment(profile, target, folder, workers)
     processes: list[subprocess.Popen[bytes]] = []
     port = free_port()
     if workers > 0:

@@ -1,7 +1,9 @@
 """The report folder of a load test: CSVs, ``summary.json``, ``report.html`` (plots inlined).
 
 Plots (matplotlib, Agg backend): latency percentiles over time, throughput over time, Triton's
-server-side time per request, and each objective against its limit.
+server-side time per request, and each objective against its limit. Every figure is exact,
+from the per-request samples; Locust's own (rounded) percentiles are kept beside them for
+reference only.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tritonctl import plots
-from tritonctl.loadtest.results import PERCENTILES, Measurement, Samples
+from tritonctl.loadtest.results import PERCENTILES, Measurement, Samples, exact_percentile
 from tritonctl.loadtest.slo import ObjectiveResult, SloProfile
 from tritonctl.metrics import ModelDelta
 
@@ -33,21 +36,29 @@ PASS_COLOUR, FAIL_COLOUR = "#2ca25f", "#de2d26"
 
 # Time series ------------------------------------------------------------------------------
 def per_second(samples: Samples, start: float) -> list[dict[str, float]]:
-    """Requests, failures and latency percentiles for each whole second since ``start``."""
+    """For each whole second since ``start``: requests sent, failed, and their percentiles.
+
+    Latency is that of the requests sent in that second (unanswered ones as ``inf``).
+    """
     if not len(samples):
         return []
-    seconds = np.floor(samples.timestamp - start).astype(int)
+    seconds = np.floor(samples.sent - start).astype(int)
     rows = []
     for second in range(max(int(seconds.min()), 0), int(seconds.max()) + 1):
         mask = seconds == second
-        latencies = samples.latency_ms[mask]
+        answered = samples.answered[mask]
+        ok = samples.ok[mask] & answered
+        latencies = np.concatenate(
+            [samples.latency_ms[mask][ok], np.full(int((~answered).sum()), np.inf)]
+        )
         row = {
             "second": float(second),
             "requests": float(mask.sum()),
-            "failures": float((~samples.ok[mask]).sum()),
+            "failures": float((answered & ~samples.ok[mask]).sum()),
+            "unanswered": float((~answered).sum()),
         }
-        for name, q in (("p50_ms", 50), ("p95_ms", 95), ("p99_ms", 99)):
-            row[name] = float(np.percentile(latencies, q)) if len(latencies) else float("nan")
+        for name, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+            row[name] = exact_percentile(latencies, q)
         rows.append(row)
     return rows
 
@@ -60,7 +71,20 @@ def _figure(width: float = 8.0, height: float = 3.6) -> Any:
 _png = plots.png_bytes
 
 
-def plot_latency(series: list[dict[str, float]], discarded_s: float, profile: SloProfile) -> bytes:
+def _shade(ax: Any, discarded_s: float, drain_from_s: float | None, last_s: float) -> None:
+    """Grey out the warm-up before the window and the drain after it (neither is counted)."""
+    if discarded_s > 0:
+        ax.axvspan(0, discarded_s, color="grey", alpha=0.15, label="spawn + warm-up (discarded)")
+    if drain_from_s is not None and last_s > drain_from_s:
+        ax.axvspan(drain_from_s, last_s, color="grey", alpha=0.3, label="drain (not counted)")
+
+
+def plot_latency(
+    series: list[dict[str, float]],
+    discarded_s: float,
+    profile: SloProfile,
+    drain_from_s: float | None = None,
+) -> bytes:
     fig, ax = _figure()
     x = [r["second"] + 0.5 for r in series]  # each point is the second it summarises
     for key, label, style in (
@@ -68,15 +92,16 @@ def plot_latency(series: list[dict[str, float]], discarded_s: float, profile: Sl
         ("p95_ms", "p95", "-"),
         ("p99_ms", "p99", "-"),
     ):
-        ax.plot(x, [r[key] for r in series], style, marker=".", label=label)
+        # Unanswered requests (inf) and empty seconds (nan) leave gaps rather than spikes.
+        values = [r[key] if math.isfinite(r[key]) else float("nan") for r in series]
+        ax.plot(x, values, style, marker=".", label=label)
     limits = profile.objectives
     for value, label in ((limits.p95_ms, "p95 SLO"), (limits.p99_ms, "p99 SLO")):
         if value is not None:
             ax.axhline(value, linestyle="--", linewidth=1, color="grey")
             ax.annotate(label, (x[-1] if x else 0, value), fontsize=8, va="bottom", ha="right")
-    if discarded_s > 0:
-        ax.axvspan(0, discarded_s, color="grey", alpha=0.15, label="spawn + warm-up (discarded)")
-    ax.set_xlabel("seconds since start")
+    _shade(ax, discarded_s, drain_from_s, (x[-1] + 0.5) if x else 0.0)
+    ax.set_xlabel("seconds since start (when each request was due)")
     ax.set_ylabel("latency per second (ms)")
     ax.set_title("Client latency percentiles over time")
     ax.legend(fontsize=8)
@@ -85,19 +110,27 @@ def plot_latency(series: list[dict[str, float]], discarded_s: float, profile: Sl
 
 
 def plot_throughput(
-    series: list[dict[str, float]], history: list[dict[str, Any]], start: float, discarded_s: float
+    series: list[dict[str, float]],
+    history: list[dict[str, Any]],
+    start: float,
+    discarded_s: float,
+    drain_from_s: float | None = None,
 ) -> bytes:
     fig, ax = _figure()
     x = np.array([r["second"] for r in series])
     ok = np.array([r["requests"] - r["failures"] for r in series])
+    ok = ok - np.array([r["unanswered"] for r in series])
     failed = np.array([r["failures"] for r in series])
+    unanswered = np.array([r["unanswered"] for r in series])
     ax.bar(x + 0.5, ok, width=0.9, color=PASS_COLOUR, label="succeeded")
     ax.bar(x + 0.5, failed, width=0.9, bottom=ok, color=FAIL_COLOUR, label="failed")
-    if discarded_s > 0:
-        ax.axvspan(0, discarded_s, color="grey", alpha=0.15, label="spawn + warm-up (discarded)")
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("requests per second")
-    ax.set_title("Throughput over time")
+    if unanswered.any():
+        ax.bar(x + 0.5, unanswered, width=0.9, bottom=ok + failed, color="#999999",
+               label="unanswered")  # fmt: skip
+    _shade(ax, discarded_s, drain_from_s, float(x[-1] + 1) if len(x) else 0.0)
+    ax.set_xlabel("seconds since start (when each request was due)")
+    ax.set_ylabel("requests sent per second")
+    ax.set_title("Requests over time, by when they were due")
     if history:
         users_ax = ax.twinx()
         users_ax.step(
@@ -106,9 +139,9 @@ def plot_throughput(
             where="post",
             color="black",
             linewidth=1,
-            label="users",
+            label="Locust users",
         )
-        users_ax.set_ylabel("users")
+        users_ax.set_ylabel("Locust users (open loop: senders)")
         users_ax.set_ylim(bottom=0)
         users_ax.legend(loc="lower right", fontsize=8)
     ax.legend(loc="upper left", fontsize=8)
@@ -171,14 +204,35 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) 
     return path
 
 
-def write_samples_csv(folder: Path, samples: Samples, start: float, warmup_end: float) -> Path:
+def write_samples_csv(
+    folder: Path, samples: Samples, start: float, window: tuple[float, float]
+) -> Path:
+    def number(value: float, digits: int) -> str:
+        return "" if np.isnan(value) else f"{value:.{digits}f}"
+
     rows = (
-        (f"{t:.6f}", f"{t - start:.4f}", f"{ms:.4f}", int(ok), int(t >= warmup_end))
-        for t, ms, ok in zip(samples.timestamp, samples.latency_ms, samples.ok, strict=True)
+        (
+            f"{sent:.6f}",
+            f"{sent - start:.4f}",
+            number(end, 6),
+            number(ms, 4),
+            number(service, 4),
+            int(ok and not np.isnan(end)),
+            int(not np.isnan(end)),
+            int(window[0] <= sent < window[1]),
+        )
+        for sent, end, ms, service, ok in zip(
+            samples.sent,
+            samples.end,
+            samples.latency_ms,
+            samples.service_ms,
+            samples.ok,
+            strict=True,
+        )
     )
     return write_csv(
         folder / "samples.csv",
-        ["timestamp", "seconds", "latency_ms", "ok", "measured"],
+        ["sent", "seconds", "end", "latency_ms", "service_ms", "ok", "answered", "measured"],
         list(rows),
     )
 
@@ -189,11 +243,13 @@ def server_summary(measurement: Measurement, model: str) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "window_s": round(server.seconds, 3),
         "error": server.error or None,
+        "servers": server.servers,
+        "warnings": measurement.server_warnings(model),
         "models": {name: delta.as_dict() for name, delta in server.models.items()},
     }
     if target is not None:
         summary["target"] = target.as_dict()
-        client_avg = measurement.totals.avg_ms
+        client_avg = measurement.figures().avg_ms
         # perf_analyzer's "client overhead": what the client saw beyond Triton's request time.
         summary["client_overhead_ms"] = round(client_avg - target.avg_request_ms, 4)
     return summary
@@ -238,14 +294,29 @@ def _badge(passed: bool) -> str:
     return '<span class="pass">PASS</span>' if passed else '<span class="fail">FAIL</span>'
 
 
+def _ms(value: float | None) -> str:
+    return "unanswered" if value is None else f"{value:g} ms"
+
+
 def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
     latency = summary["latency_ms"]
     figures = [
-        ("requests (after warm-up)", summary["requests"]),
-        ("failures", f"{summary['failures']} ({summary['error_ratio'] * 100:.2f}%)"),
-        ("throughput", f"{summary['rps']:.1f} req/s"),
-        *[(k, f"{v:g} ms") for k, v in latency.items()],
+        ("requests sent in the window", summary["requests"]),
+        ("failed (error answers)", f"{summary['failures']} ({summary['error_ratio'] * 100:.2f}%)"),
+        ("unanswered when the run ended", summary["unanswered"]),
+        ("offered rate", f"{summary['offered_rps']:.1f} req/s"),
+        ("throughput (successful)", f"{summary['rps']:.1f} req/s"),
+        *[(k, _ms(v)) for k, v in latency.items()],
     ]
+    cpu = summary.get("load_generator")
+    if cpu:
+        figures.append(
+            (
+                "load generator CPU",
+                f"{cpu['cpu_cores']:.2f} cores over {cpu['processes']} process(es), "
+                f"{cpu['machine_share']:.0%} of {cpu['machine_cores']}",
+            )
+        )
     objectives = [
         (o["label"], o["limit"], o["actual"], o["unit"], _badge(o["passed"]), o["message"])
         for o in summary["objectives"]
@@ -270,28 +341,40 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
         for name, d in server["models"].items()
     ]
     profile = summary["profile"]
+    window = summary["window"]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>Load test {html.escape(profile['model'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>Load test: <code>{html.escape(profile['model'])}</code> over "
         f"{html.escape(profile['protocol'])} {_badge(summary['passed'])}</h1>",
-        f"<p>{html.escape(summary['target']['address'])} · {profile['users']} users · "
-        f"{profile['shape']} shape · {profile['warmup_s']:g} s warm-up discarded · "
-        f"{profile['duration_s']:g} s measured · profile {html.escape(profile['name'])}</p>",
+        f"<p>{html.escape(summary['target']['address'])} · {html.escape(summary['load'])} · "
+        f"{profile['warmup_s']:g} s warm-up discarded · {window['measured_s']:g} s measured · "
+        f"{window['drain_s']:g} s drain · profile {html.escape(profile['name'])}</p>",
     ]
     if summary["failed"]:
         items = "".join(f"<li>{html.escape(m)}</li>" for m in summary["failed"])
         parts.append(f"<p><b>Objectives missed:</b></p><ul>{items}</ul>")
+    if summary.get("note"):
+        parts.append(f"<p><b>{html.escape(summary['note'])}</b></p>")
     parts += [
         "<h2>Objectives</h2>",
         objectives_html,
-        image_tag(images["objectives"], "objectives"),
-        "<h2>Client-side figures (Locust)</h2>",
+        image_tag(images["objectives"], "objectives") if "objectives" in images else "",
+        "<h2>Client-side figures (exact, from every request sent in the window)</h2>",
         _table(["figure", "value"], figures),
-        image_tag(images["latency"], "latency percentiles over time"),
-        image_tag(images["throughput"], "throughput over time"),
+        "<p>Latency counts from when each request was due (open loop) or sent (closed loop); "
+        "percentiles are over the requests that did not fail, unanswered ones counting as "
+        "slower than all others. Locust's own percentiles, rounded to two significant digits "
+        "above 100 ms, are in <code>summary.json</code> under <code>locust_rounded_ms</code> "
+        "for reference.</p>",
+        image_tag(images["latency"], "latency percentiles over time")
+        if "latency" in images
+        else "",
+        image_tag(images["throughput"], "throughput over time") if "throughput" in images else "",
         "<h2>Server-side time per request (Triton)</h2>",
     ]
+    for warning in server.get("warnings") or []:
+        parts.append(f"<p><b>Note:</b> {html.escape(warning)}</p>")
     if server.get("error"):
         parts.append(f"<p>{html.escape(server['error'])}</p>")
     else:
@@ -322,6 +405,8 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
     if summary["errors"]:
         parts += [
             "<h2>Errors</h2>",
+            "<p>Locust's table of failures after the warm-up: it also holds those of requests "
+            "sent during the drain, after the window the error ratio counts.</p>",
             _table(
                 ["error", "occurrences"],
                 [(e["error"], e["occurrences"]) for e in summary["errors"]],
@@ -343,17 +428,28 @@ def write_report(
     measurement: Measurement,
     profile: SloProfile,
     results: Sequence[ObjectiveResult],
+    *,
+    with_plots: bool = True,
 ) -> dict[str, Path]:
     """Write the CSVs, plots, ``summary.json`` and ``report.html``; return their paths."""
     start = float(measurement.events.get("test_start") or measurement.totals.start)
     series = per_second(measurement.samples, start)
+    window = (measurement.warmup_end, measurement.window_end)
     files: dict[str, Path] = {
-        "samples": write_samples_csv(folder, measurement.samples, start, measurement.warmup_end),
+        "samples": write_samples_csv(folder, measurement.samples, start, window),
         "percentiles": write_csv(
             folder / "percentiles.csv",
-            ["second", "requests", "failures", "p50_ms", "p95_ms", "p99_ms"],
+            ["second", "requests", "failures", "unanswered", "p50_ms", "p95_ms", "p99_ms"],
             [
-                [r["second"], r["requests"], r["failures"], r["p50_ms"], r["p95_ms"], r["p99_ms"]]
+                [
+                    r["second"],
+                    r["requests"],
+                    r["failures"],
+                    r["unanswered"],
+                    r["p50_ms"],
+                    r["p95_ms"],
+                    r["p99_ms"],
+                ]
                 for r in series
             ],
         ),
@@ -364,27 +460,32 @@ def write_report(
             list(next(iter(measurement.server.models.values())).as_dict()),
             [list(d.as_dict().values()) for d in measurement.server.models.values()],
         )
-    # Shade from the start to the end of the warm-up (spawning users comes before it).
-    discarded = max(measurement.warmup_end - start, 0.0)
-    images = {
-        "latency": plot_latency(series, discarded, profile),
-        "throughput": plot_throughput(series, measurement.history, start, discarded),
-        "objectives": plot_objectives(results),
-    }
-    if measurement.server.models:
-        images["breakdown"] = plot_breakdown(
-            measurement.server.models, measurement.totals.avg_ms, profile.model
-        )
-    plots = folder / "plots"
-    plots.mkdir(exist_ok=True)
-    for name, png in images.items():
-        files[f"plot_{name}"] = plots / f"{name}.png"
-        files[f"plot_{name}"].write_bytes(png)
+    images: dict[str, bytes] = {}
+    if with_plots:
+        # Shade from the start to the end of the warm-up (spawning users comes before it).
+        discarded = max(measurement.warmup_end - start, 0.0)
+        drain_from = measurement.window_end - start
+        images = {
+            "latency": plot_latency(series, discarded, profile, drain_from),
+            "throughput": plot_throughput(
+                series, measurement.history, start, discarded, drain_from
+            ),
+            "objectives": plot_objectives(results),
+        }
+        if measurement.server.models:
+            images["breakdown"] = plot_breakdown(
+                measurement.server.models, measurement.figures().avg_ms, profile.model
+            )
+        plots = folder / "plots"
+        plots.mkdir(exist_ok=True)
+        for name, png in images.items():
+            files[f"plot_{name}"] = plots / f"{name}.png"
+            files[f"plot_{name}"].write_bytes(png)
     files["summary"] = folder / "summary.json"
     files["report"] = folder / "report.html"
     names = sorted(p.name for p in folder.iterdir() if p.is_file())
     summary["files"] = sorted({*names, "summary.json", "report.html"})
-    files["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+    files["summary"].write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     files["report"].write_text(render_html(summary, images))
     return files
 
@@ -396,20 +497,23 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     verdict = "[bold green]PASS[/]" if summary["passed"] else "[bold red]FAIL[/]"
     profile = summary["profile"]
     figures = Table(
-        title=f"{profile['model']} over {profile['protocol']} · {profile['users']} users · {verdict}"
+        title=f"{profile['model']} over {profile['protocol']} · {summary['load']} · {verdict}"
     )
-    for column in ("requests", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms", "avg ms"):
+    for column in (
+        "sent", "failed", "unanswered", "ok req/s", "p50 ms", "p95 ms", "p99 ms", "avg ms",
+    ):  # fmt: skip
         figures.add_column(column, justify="right")
     figures.add_row(
         str(summary["requests"]),
         f"{summary['failures']} ({summary['error_ratio'] * 100:.1f}%)",
+        str(summary["unanswered"]),
         f"{summary['rps']:.1f}",
-        f"{latency['p50']:g}",
-        f"{latency['p95']:g}",
-        f"{latency['p99']:g}",
+        *(_ms(latency[k]).removesuffix(" ms") for k in ("p50", "p95", "p99")),
         f"{latency['avg']:.2f}",
     )
     console.print(figures)
+    if summary.get("note"):
+        console.print(f"[yellow]{summary['note']}[/]", soft_wrap=True)
     if summary["objectives"]:
         objectives = Table(title="Objectives")
         objectives.add_column("objective")
@@ -419,19 +523,27 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
             mark = "[green]pass[/]" if o["passed"] else "[red]FAIL[/]"
             objectives.add_row(o["label"], o["message"], mark)
         console.print(objectives)
+    cpu = summary.get("load_generator")
+    if cpu:
+        console.print(
+            f"Load generator: {cpu['cpu_cores']:.2f} CPU cores over {cpu['processes']} "
+            f"process(es) ({cpu['machine_share']:.0%} of this machine's {cpu['machine_cores']})"
+            + (
+                "; its busiest process is near a full core, so it may limit the load: add --workers"
+                if cpu["busiest_process_cores"] > 0.8
+                else ""
+            ),
+            soft_wrap=True,
+        )
     models = summary["server"]["models"]
+    for warning in summary["server"].get("warnings") or []:
+        console.print(f"[yellow]{warning}[/]", soft_wrap=True)
     if models:
         server = Table(title="Server-side time per request (Triton /metrics, ms)")
         for column in (
-            "model",
-            "requests",
-            "request",
-            "queue",
-            "input",
-            "infer",
-            "output",
-            "batch",
-        ):
+            "model", "requests", "request", "queue", "input", "infer", "output", "batch",
+            "cache hits",
+        ):  # fmt: skip
             server.add_column(column, justify="left" if column == "model" else "right")
         for name, d in models.items():
             server.add_row(
@@ -452,11 +564,29 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         console.print(f"[red]error[/] ×{error['occurrences']}: {error['error']}")
 
 
-def latency_block(measurement: Measurement) -> dict[str, float]:
+def latency_block(measurement: Measurement) -> dict[str, float | None]:
+    """Exact percentiles of the window's requests (``None``: an unanswered request), avg, max."""
+    kept = measurement.measured
+    good = kept.answered & kept.ok
+    latency = np.concatenate([kept.latency_ms[good], np.full(int((~kept.answered).sum()), np.inf)])
+    block: dict[str, float | None] = {}
+    for q in PERCENTILES[:-1]:
+        value = exact_percentile(latency, q)
+        key = f"p{('%g' % (q * 100)).replace('.', '_')}"
+        block[key] = None if math.isinf(value) else round(0.0 if math.isnan(value) else value, 4)
+    figures = kept.figures(measurement.window_s)
+    block.update(
+        avg=round(figures.avg_ms, 4),
+        min=round(float(kept.latency_ms[good].min()), 4) if good.any() else 0.0,
+        max=round(figures.max_ms, 4),
+    )
+    return block
+
+
+def locust_block(measurement: Measurement) -> dict[str, float]:
+    """Locust's own percentiles (its histogram rounds to 2 significant digits above 100 ms)."""
     totals = measurement.totals
     block = {f"p{('%g' % (q * 100)).replace('.', '_')}": totals.percentile(q) for q in PERCENTILES}
     block.pop("p100", None)
-    block.update(
-        avg=round(totals.avg_ms, 4), min=round(totals.min_ms, 4), max=round(totals.max_ms, 4)
-    )
+    block.update(requests=totals.requests, failures=totals.failures)
     return block

@@ -1,15 +1,19 @@
-"""Read what a Locust run left in its folder: final statistics, samples, failures, /metrics.
+"""Read what a Locust run left in its folder: samples, failures, Locust's statistics, /metrics.
 
-Headline figures come from Locust's own final statistics (``locust_stats.json``, the window after
-the warm-up), with percentiles computed exactly as Locust computes them, so they agree with
-Locust's tables. The per-request samples give the time series for the plots.
+The verdict's figures come from the per-request samples, not from Locust's statistics: Locust
+keeps latencies in a histogram rounded to two significant digits above 100 ms (an exact p99 of
+213.1 ms reads 210), so its percentiles are shown for reference only. A request belongs to the
+measured window when it was due (sent) inside it; requests sent in the window that were never
+answered count as slower than every answered one.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field, replace
+import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,17 @@ from tritonctl.loadtest.slo import Figures
 from tritonctl.metrics import Metrics, ModelDelta, diff
 
 PERCENTILES = (0.5, 0.66, 0.75, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 1.0)
+
+
+def exact_percentile(values: np.ndarray, q: float) -> float:
+    """The smallest value with at least ``q`` of ``values`` at or below it (no interpolation).
+
+    An observed latency, never one between two requests; ``inf`` entries (unanswered requests)
+    sort last. ``nan`` when there are no values.
+    """
+    if not len(values):
+        return math.nan
+    return float(np.percentile(values, q * 100.0, method="inverted_cdf"))
 
 
 def locust_percentile(response_times: dict[int, int], num_requests: int, percent: float) -> int:
@@ -112,34 +127,107 @@ def read_failures(path: Path) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Samples:
-    """Every request of the run, all processes merged, sorted by completion time."""
+    """Every request of the run, all processes merged, in the order they were due.
 
-    timestamp: np.ndarray
+    ``end`` is ``nan`` for a request never answered (its latency and service time too).
+    """
+
+    sent: np.ndarray
+    end: np.ndarray
     latency_ms: np.ndarray
+    service_ms: np.ndarray
     ok: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.timestamp)
+        return len(self.sent)
+
+    @property
+    def answered(self) -> np.ndarray:
+        return ~np.isnan(self.end)
 
     def window(self, start: float, end: float | None = None) -> Samples:
-        keep = self.timestamp >= start
+        """The requests due in ``[start, end)``."""
+        keep = self.sent >= start
         if end is not None:
-            keep &= self.timestamp <= end
-        return Samples(self.timestamp[keep], self.latency_ms[keep], self.ok[keep])
+            keep &= self.sent < end
+        return Samples(
+            self.sent[keep], self.end[keep], self.latency_ms[keep], self.service_ms[keep],
+            self.ok[keep],
+        )  # fmt: skip
+
+    def figures(self, seconds: float) -> Figures:
+        """Exact figures of these requests, sent over ``seconds``."""
+        answered = self.answered
+        good = answered & self.ok
+        failures = int((answered & ~self.ok).sum())
+        unanswered = int((~answered).sum())
+        # Latency of every request that did not fail: unanswered ones are slower than any.
+        latency = np.concatenate([self.latency_ms[good], np.full(unanswered, np.inf)])
+        finite = self.latency_ms[good]
+        p50, p95, p99 = (exact_percentile(latency, q) for q in (0.5, 0.95, 0.99))
+        return Figures(
+            requests=len(self),
+            failures=failures,
+            rps=int(good.sum()) / seconds if seconds > 0 else 0.0,
+            p50_ms=0.0 if math.isnan(p50) else p50,
+            p95_ms=0.0 if math.isnan(p95) else p95,
+            p99_ms=0.0 if math.isnan(p99) else p99,
+            avg_ms=float(finite.mean()) if len(finite) else 0.0,
+            offered_rps=len(self) / seconds if seconds > 0 else 0.0,
+            unanswered=unanswered,
+            max_ms=float(finite.max()) if len(finite) else 0.0,
+        )
 
 
 def read_samples(folder: Path) -> Samples:
     parts = []
     for path in sorted(folder.glob("samples-*.csv")):
-        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        data = np.genfromtxt(path, delimiter=",", skip_header=1, ndmin=2)
         if data.size:
-            parts.append(data)
+            parts.append(data.reshape(-1, 5))
     if not parts:
         empty = np.zeros(0)
-        return Samples(empty, empty, empty.astype(bool))
+        return Samples(empty, empty, empty, empty, empty.astype(bool))
     data = np.concatenate(parts)
     data = data[np.argsort(data[:, 0], kind="stable")]
-    return Samples(data[:, 0], data[:, 1], data[:, 2].astype(bool))
+    return Samples(data[:, 0], data[:, 1], data[:, 2], data[:, 3], data[:, 4].astype(bool))
+
+
+@dataclass(frozen=True)
+class LoadGeneratorCpu:
+    """The Locust processes' own CPU use over the window: the load generator's cost."""
+
+    processes: int
+    cores: float  # CPU seconds per second, summed over the processes
+    busiest_process: float  # the same, for the busiest one (1.0 = a whole core)
+
+    @property
+    def machine_share(self) -> float:
+        """The share of this machine's cores the load generator took."""
+        return self.cores / (os.cpu_count() or 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "processes": self.processes,
+            "cpu_cores": round(self.cores, 3),
+            "busiest_process_cores": round(self.busiest_process, 3),
+            "machine_cores": os.cpu_count() or 1,
+            "machine_share": round(self.machine_share, 3),
+        }
+
+
+def read_cpu(folder: Path, start: float, end: float) -> LoadGeneratorCpu | None:
+    """CPU cores each Locust process used between ``start`` and ``end`` (interpolated)."""
+    per_process = []
+    for path in sorted(folder.glob("cpu-*.csv")):
+        data = np.genfromtxt(path, delimiter=",", skip_header=1, ndmin=2).reshape(-1, 2)
+        if len(data) < 2 or end <= start:
+            continue
+        used = np.interp([start, end], data[:, 0], data[:, 1])
+        per_process.append(float(used[1] - used[0]) / (end - start))
+    if not per_process:
+        return None
+    return LoadGeneratorCpu(len(per_process), sum(per_process), max(per_process))
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -169,9 +257,34 @@ class ServerView:
     models: dict[str, ModelDelta] = field(default_factory=dict)
     seconds: float = 0.0
     error: str = ""
+    #: who answered each scrape: address, and for a local server its process id and start time
+    servers: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def for_model(self, name: str) -> ModelDelta | None:
         return self.models.get(name)
+
+
+def different_servers(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Why two scrapes came from different servers ("" when nothing says so)."""
+    if not before or not after:
+        return ""
+    if before.get("pid") and (before.get("pid"), before.get("started_at")) != (
+        after.get("pid"),
+        after.get("started_at"),
+    ):
+        return (
+            f"the local server was process {before.get('pid')} started at "
+            f"{before.get('started_at')} for the first scrape and process {after.get('pid')} "
+            f"started at {after.get('started_at')} for the second (it restarted)"
+        )
+    if before.get("address") != after.get("address"):
+        return (
+            f"the first scrape was answered by {before.get('address')} and the second by "
+            f"{after.get('address')} (a load balancer in front of several servers?); point "
+            "--metrics-url at one pod"
+        )
+    return ""
 
 
 def read_server_view(
@@ -181,6 +294,13 @@ def read_server_view(
     if not (before_path.exists() and after_path.exists()):
         reason = "; ".join(events.get("errors", [])) or "no metrics URL"
         return ServerView(error=f"Triton /metrics not scraped ({reason})")
+    servers = {
+        "before": events.get("metrics_before_server") or {},
+        "after": events.get("metrics_after_server") or {},
+    }
+    mixed = different_servers(servers["before"], servers["after"])
+    if mixed:
+        return ServerView(error=f"no server breakdown: {mixed}", servers=servers)
     before = Metrics.parse(before_path.read_text(), events.get("metrics_before_at", 0.0))
     after = Metrics.parse(after_path.read_text(), events.get("metrics_after_at", 0.0))
     deltas = diff(before, after)
@@ -189,7 +309,15 @@ def read_server_view(
     ordered = dict(
         sorted(deltas.items(), key=lambda kv: (rank.get(kv[0], len(rank)), -kv[1].requests))
     )
-    return ServerView(ordered, max(after.taken_at - before.taken_at, 0.0))
+    warnings = [
+        f"{name}: a counter went down between the scrapes (the model or the server restarted); "
+        "its figures count from the restart"
+        for name, delta in ordered.items()
+        if delta.restarted
+    ]
+    return ServerView(
+        ordered, max(after.taken_at - before.taken_at, 0.0), servers=servers, warnings=warnings
+    )
 
 
 @dataclass
@@ -209,19 +337,41 @@ class Measurement:
         return float(self.events.get("warmup_end") or self.events.get("test_start") or 0.0)
 
     @property
+    def window_end(self) -> float:
+        """End of the measured window (the drain follows it)."""
+        end = self.events.get("window_end") or self.events.get("test_stop")
+        if end:
+            return float(end)
+        return float(self.samples.sent.max()) if len(self.samples) else self.warmup_end
+
+    @property
     def window_s(self) -> float:
-        """The measured window: end of warm-up to test stop (Locust's span if unknown)."""
-        stop = self.events.get("test_stop")
-        if stop and self.events.get("warmup_end"):
-            return max(float(stop) - self.warmup_end, 0.0)
-        return max(self.totals.end - self.totals.start, 0.0)
+        return max(self.window_end - self.warmup_end, 0.0)
+
+    @property
+    def measured(self) -> Samples:
+        """The requests due inside the measured window."""
+        return self.samples.window(self.warmup_end, self.window_end)
 
     def figures(self) -> Figures:
-        """Locust's figures, with throughput over the whole measured window."""
-        figures = self.totals.figures()
-        window = self.window_s
-        rps = figures.requests / window if window > 0 else figures.rps
-        return replace(figures, rps=rps)
+        """Exact figures of the window's requests (what the objectives are checked against)."""
+        return self.measured.figures(self.window_s)
+
+    def load_generator(self) -> LoadGeneratorCpu | None:
+        return read_cpu(self.folder, self.warmup_end, self.window_end)
+
+    def server_warnings(self, model: str) -> list[str]:
+        """The server's view next to the client's: does /metrics see the load that was sent?"""
+        warnings = list(self.server.warnings)
+        target = self.server.for_model(model)
+        answered = int(self.measured.answered.sum())
+        if target is not None and answered >= 50 and target.requests < 0.75 * answered:
+            warnings.append(
+                f"Triton counted {target.requests:.0f} requests for {model} in the window, the "
+                f"client {answered}: the metrics endpoint may be one of several servers behind "
+                "a load balancer, so its breakdown describes that one only"
+            )
+        return warnings
 
 
 def read_measurement(folder: Path, model: str, steps: list[str] | None = None) -> Measurement:

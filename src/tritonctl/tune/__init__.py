@@ -2,10 +2,15 @@
 that still meets an SLO profile, write it into ``config.pbtxt`` and report how it was found.
 
 The flow: read the SLO profile (``loadtests/slo/*.yaml``), list the knobs of the model (or of
-an ensemble's steps), measure the current configuration, run coordinate descent with short
-measured runs, re-measure the baseline and the winner alternately (the machine is noisy, so they
-are compared in the same run), write the winner with ``save_config(..., backup=True)`` and show
-the diff, and produce JSON, PNG and a self-contained HTML report.
+an ensemble's steps), and measure every candidate with ``tritonctl loadtest``'s own run (the
+same Locust users, payload pool, warm-up, window and exact percentiles as the profile's load
+test, closed loop at the profile's users). Coordinate descent pairs each candidate with a
+fresh measurement of the best so far, alternating which goes first. Then each knob the search
+changed is confirmed on its own in ABBA rounds and kept only by :func:`keep_change`: it meets
+the SLO in every round, never loses throughput beyond noise, and gains beyond noise (or fixes
+an SLO the incumbent misses in most rounds). The result is written with the first backup of
+each ``config.pbtxt`` kept (a second run never overwrites it), and reported as JSON, PNG and a
+self-contained HTML page.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean
 from typing import Any
 
 from tritonctl.bench.staging import composing_models
@@ -28,6 +32,8 @@ from tritonctl.tune.search import (
     Knob,
     SearchResult,
     Trial,
+    Verdict,
+    confirm_knobs,
     coordinate_descent,
     grid_size,
 )
@@ -39,14 +45,14 @@ class TuneOptions:
     slo: Path
     repository: Path
     out_dir: Path
-    warmup_s: float = 1.5
-    duration_s: float = 4.0
+    warmup_s: float | None = None  # default: the SLO profile's, as loadtest runs it
+    duration_s: float | None = None  # default: the SLO profile's
     max_trials: int = 24
     max_passes: int = 2
-    min_gain: float = 0.10  # the shared 2-core machine swings more than 3% between runs
-    confirm_rounds: int = 2
+    min_gain: float = 0.10  # noise margin: a 2-core machine swings more than 3% between runs
+    confirm_rounds: int = 2  # per changed knob, in ABBA order
     apply: bool = True
-    paired: bool = True  # measure the incumbent right before each candidate (two servers)
+    paired: bool = True  # measure the incumbent next to each candidate (two servers)
     concurrency: int | None = None  # default: the SLO profile's users
     knobs: list[Knob] | None = None  # default: knobs.default_knobs
     knob_names: list[str] | None = None  # search only these of the default knobs
@@ -57,7 +63,7 @@ class TuneOutcome:
     profile: SloProfile
     search: SearchResult
     chosen: Candidate
-    confirmation: dict[str, Any]
+    confirmation: list[dict[str, Any]]
     diffs: dict[str, str]
     written: list[Path]
     report_dir: Path
@@ -78,44 +84,6 @@ def targets(repository: Path, model: str, profile: SloProfile) -> tuple[str, lis
     return entry, [model]
 
 
-def confirm(
-    measure_pair: Callable[[Candidate, Candidate], Any],
-    baseline: Trial,
-    best: Trial,
-    profile: SloProfile,
-    rounds: int,
-    min_gain: float = 0.0,
-) -> tuple[Candidate, dict[str, Any]]:
-    """Re-measure baseline and winner as pairs; keep the winner only if it still wins."""
-    from tritonctl.loadtest.slo import evaluate
-
-    if best is baseline or rounds <= 0:
-        return baseline.candidate, {"rounds": 0, "kept": "baseline" if best is baseline else "best"}
-    runs: dict[str, list[Any]] = {"baseline": [], "best": []}
-    for _ in range(rounds):
-        before, after, _ = measure_pair(baseline.candidate, best.candidate)
-        runs["baseline"].append(before)
-        runs["best"].append(after)
-    base_rps = mean(f.rps for f in runs["baseline"])
-    best_rps = mean(f.rps for f in runs["best"])
-    best_ok = all(all(r.passed for r in evaluate(profile.objectives, f)) for f in runs["best"])
-    base_ok = all(all(r.passed for r in evaluate(profile.objectives, f)) for f in runs["baseline"])
-    # A change must prove a gain larger than the noise margin, or fix an SLO the baseline misses.
-    keep_best = best_ok and (best_rps >= base_rps * (1.0 + min_gain) or not base_ok)
-    return (best.candidate if keep_best else baseline.candidate), {
-        "rounds": rounds,
-        "baseline_rps": [round(f.rps, 2) for f in runs["baseline"]],
-        "best_rps": [round(f.rps, 2) for f in runs["best"]],
-        "baseline_p95_ms": [round(f.p95_ms, 2) for f in runs["baseline"]],
-        "best_p95_ms": [round(f.p95_ms, 2) for f in runs["best"]],
-        "throughput_ratio": round(best_rps / base_rps, 3) if base_rps else None,
-        "best_meets_slo": best_ok,
-        "baseline_meets_slo": base_ok,
-        "min_gain": min_gain,
-        "kept": "best" if keep_best else "baseline",
-    }
-
-
 def write_configs(
     repository: Path,
     configs: dict[str, ModelConfig],
@@ -123,7 +91,11 @@ def write_configs(
     apply: bool,
     base: Candidate | None = None,
 ) -> tuple[dict[str, str], list[Path]]:
-    """The chosen candidate's diff per model, written (with a ``.bak``) when ``apply``."""
+    """The chosen candidate's diff per model, written when ``apply``.
+
+    The first run keeps each original as ``config.pbtxt.bak``; later runs never overwrite it
+    (the diff in their report is the way back to the config they started from).
+    """
     from tritonctl.tune.report import config_diff
 
     tuned = knob_edits.apply(configs, chosen, base=base)
@@ -135,17 +107,28 @@ def write_configs(
             continue
         diffs[name] = config_diff(before, after, name)
         if apply:
-            written.append(save_config(config, repository / name, backup=True))
+            first_backup = not (repository / name / "config.pbtxt.bak").exists()
+            written.append(save_config(config, repository / name, backup=first_backup))
     return diffs, written
 
 
-def tune(options: TuneOptions, on_trial: Callable[[Trial], None] | None = None) -> TuneOutcome:
-    from tritonctl.corpus import sentences
+def tune(
+    options: TuneOptions,
+    on_trial: Callable[[Trial], None] | None = None,
+    on_knob: Callable[[str, Verdict], None] | None = None,
+) -> TuneOutcome:
     from tritonctl.tune import report
     from tritonctl.tune.runner import TritonTrials
 
-    profile = load_profile(options.slo)
-    entry, tuned_models = targets(options.repository, options.model, profile)
+    base_profile = load_profile(options.slo)
+    entry, tuned_models = targets(options.repository, options.model, base_profile)
+    # The profile's workload, closed loop: the search is for throughput at its users.
+    profile = base_profile.with_overrides(
+        mode="closed",
+        users=options.concurrency,
+        warmup_s=options.warmup_s,
+        duration_s=options.duration_s,
+    )
     configs = {name: load_config(options.repository / name) for name in tuned_models}
     entry_config = load_config(options.repository / entry)
     ensemble_batch = entry_config.max_batch_size if entry_config.platform == "ensemble" else 0
@@ -158,19 +141,18 @@ def tune(options: TuneOptions, on_trial: Callable[[Trial], None] | None = None) 
             )
         knobs = [k for k in knobs if k.name in options.knob_names]
     start = knob_edits.current(configs, knobs)
-    concurrency = options.concurrency or profile.users
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report_dir = options.out_dir / f"{options.model}-{stamp}"
+    report_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tritonctl-tune-") as tmp:
         trials = TritonTrials(
             options.repository,
             Path(tmp) / "repository",
             entry,
             configs,
-            sentences(),
+            profile,
+            report_dir / "runs",
             start=start,
-            concurrency=concurrency,
-            warmup_s=options.warmup_s,
-            duration_s=options.duration_s,
-            protocol=profile.protocol,
             paired=options.paired,
         )
         with trials:
@@ -185,28 +167,33 @@ def tune(options: TuneOptions, on_trial: Callable[[Trial], None] | None = None) 
                 on_trial=on_trial,
                 measure_pair=trials.measure_pair if options.paired else None,
             )
-            chosen, confirmation = confirm(
+            chosen, confirmation = confirm_knobs(
                 trials.measure_pair,
-                search.baseline,
-                search.best,
-                profile,
-                options.confirm_rounds,
-                options.min_gain,
+                search.baseline.candidate,
+                search.best.candidate,
+                [k.name for k in knobs],
+                profile.objectives,
+                rounds=options.confirm_rounds,
+                min_gain=options.min_gain,
+                on_knob=on_knob,
             )
     diffs, written = write_configs(options.repository, configs, chosen, options.apply, base=start)
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    report_dir = options.out_dir / f"{options.model}-{stamp}"
-    report_dir.mkdir(parents=True, exist_ok=True)
     summary = {
         "model": options.model,
         "load_model": entry,
         "slo": str(options.slo),
         "objectives": {k: v for k, v in vars(profile.objectives).items() if v is not None},
-        "concurrency": concurrency,
-        "protocol": profile.protocol,
-        "window_s": {"warmup": options.warmup_s, "measured": options.duration_s},
+        "workload": {
+            "load": profile.load_label,
+            "protocol": profile.protocol,
+            "warmup_s": profile.warmup_s,
+            "duration_s": profile.duration_s,
+            "drain_s": profile.drain,
+            "runs": "tritonctl loadtest's Locust users and payload pool (runs/ holds each report)",
+        },
         "paired": options.paired,
+        "min_gain": options.min_gain,
         "knobs": {k.name: list(k.values) for k in knobs},
         "full_grid_runs": grid_size(knobs),
         "runs": len(search.trials),
@@ -217,7 +204,7 @@ def tune(options: TuneOptions, on_trial: Callable[[Trial], None] | None = None) 
         "written": [str(p) for p in written],
         "search": search.as_dict(),
     }
-    (report_dir / "tune.json").write_text(json.dumps(summary, indent=2))
+    (report_dir / "tune.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
     png = report.plot(search, profile.objectives, report_dir / "trials.png")
     all_diffs = "".join(diffs.values())
     (report_dir / "report.html").write_text(report.html_report(summary, search, png, all_diffs))

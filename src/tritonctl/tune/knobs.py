@@ -6,7 +6,11 @@ Knob names are ``<model>.<setting>``; settings:
 * ``preferred_batch_size``: ``dynamic_batching.preferred_batch_size`` (0 clears it);
 * ``max_batch_size``: the model's ``max_batch_size``;
 * ``instances``: ``instance_group[0].count``;
-* ``intra_op_threads``: the ``intra_op_thread_count`` parameter (ONNX Runtime models).
+* ``intra_op_threads``: the ``intra_op_thread_count`` parameter (ONNX Runtime models);
+* ``solo_threads``: ``solo_intra_op_thread_count`` (0 clears it): the threads a lone request
+  gets when no other instance is busy (the Python-based ``onnxruntime`` backend);
+* ``spinning``: ONNX Runtime's ``session.intra_op.allow_spinning`` (``"0"`` or ``"1"``);
+* ``length_buckets``: the tokenizer's padding buckets (a comma-separated string).
 """
 
 from __future__ import annotations
@@ -23,7 +27,19 @@ SETTINGS = (
     "max_batch_size",
     "instances",
     "intra_op_threads",
+    "solo_threads",
+    "spinning",
+    "length_buckets",
 )
+
+#: setting -> the config parameter it reads and writes (string values)
+PARAMETERS = {
+    "solo_threads": "solo_intra_op_thread_count",
+    "spinning": "session.intra_op.allow_spinning",
+    "length_buckets": "length_buckets",
+}
+#: the tokenizer's bucket sets the search tries: today's, and multiples of 8 up to 64
+BUCKET_SETS = ("16,32,64,128,256", "8,16,24,32,40,48,56,64,128,256")
 
 
 def is_onnx(config: ModelConfig) -> bool:
@@ -52,6 +68,12 @@ def read(config: ModelConfig, setting: str) -> Any:
             else ""
         )
         return int(value) if value.strip() else 0
+    if setting in PARAMETERS:
+        key = PARAMETERS[setting]
+        value = config.parameters[key].string_value if key in config.parameters else ""
+        if setting == "solo_threads":
+            return int(value) if value.strip() else 0
+        return value or ("1" if setting == "spinning" else "")
     raise KeyError(f"unknown setting {setting!r}; known: {', '.join(SETTINGS)}")
 
 
@@ -76,6 +98,13 @@ def write(config: ModelConfig, setting: str, value: Any) -> None:
             set_parameter(config, "intra_op_thread_count", str(int(value)))
         elif "intra_op_thread_count" in config.parameters:
             del config.parameters["intra_op_thread_count"]
+    elif setting in PARAMETERS:
+        key = PARAMETERS[setting]
+        if setting == "solo_threads" and int(value) <= 0:
+            if key in config.parameters:
+                del config.parameters[key]
+        else:
+            set_parameter(config, key, str(value))
     else:
         raise KeyError(f"unknown setting {setting!r}; known: {', '.join(SETTINGS)}")
 
@@ -141,8 +170,12 @@ def default_knobs(configs: Mapping[str, ModelConfig], ensemble_batch: int = 0) -
             knobs.append(Knob(f"{name}.max_batch_size", sizes or (ensemble_batch,), "max batch"))
         knobs.append(Knob(f"{name}.instances", (1, 2), "ONNX instances"))
         knobs.append(Knob(f"{name}.intra_op_threads", (1, 2), "ORT intra-op threads"))
+        knobs.append(Knob(f"{name}.solo_threads", (0, 2), "threads for a lone request"))
+        knobs.append(Knob(f"{name}.spinning", ("0", "1"), "ORT spinning threads"))
     for name in python:
         if configs[name].max_batch_size > 0 and configs[name].HasField("dynamic_batching"):
             knobs.append(Knob(f"{name}.max_queue_delay_us", (0, 500, 2000), "queue delay"))
         knobs.append(Knob(f"{name}.instances", (1, 2), "Python instances"))
+        if "length_buckets" in configs[name].parameters:
+            knobs.append(Knob(f"{name}.length_buckets", BUCKET_SETS, "padding buckets"))
     return knobs

@@ -1,23 +1,25 @@
-"""Measuring tuner candidates on the real server.
+"""Measuring tuner candidates on the real server, with the load test's own run.
 
 One ``LocalTriton`` in explicit model-control mode serves a staged copy of the pipeline (no
-response cache: the corpus repeats). For each candidate the tuner writes the changed configs
-into the copy with ``save_config`` and asks Triton to reload just those models, then runs the
-load generator at the SLO profile's concurrency for a short window.
+response cache, as the load test's distinct payloads would see). For each candidate the tuner
+writes the changed configs into the copy with ``save_config`` and asks Triton to reload just
+those models, then runs ``tritonctl loadtest``'s measurement (Locust, the profile's payload
+pool, warm-up, window and drain, exact percentiles); each run's report lands in ``runs/``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tritonctl.bench.loadgen import TritonGrpcTarget, TritonHttpTarget, run_point
-from tritonctl.bench.profile import StatsWindow
 from tritonctl.bench.staging import stage_repository, without_response_cache
-from tritonctl.loadtest.slo import Figures
+from tritonctl.loadtest.locust_runner import Target
+from tritonctl.loadtest.run import measure
+from tritonctl.loadtest.slo import Figures, SloProfile
 from tritonctl.model_config import ModelConfig, config_text, save_config
-from tritonctl.server import LocalTriton
+from tritonctl.server import LocalTriton, new_admin_key
 from tritonctl.tune import knobs as knob_edits
 from tritonctl.tune.search import Candidate
 
@@ -43,23 +45,20 @@ class TritonTrials:
         workdir: Path,
         entry_model: str,
         configs: Mapping[str, ModelConfig],
-        texts: Sequence[str],
+        profile: SloProfile,
+        runs_dir: Path,
         *,
         start: Candidate,
-        concurrency: int,
-        warmup_s: float,
-        duration_s: float,
-        protocol: str = "grpc",
         paired: bool = True,
     ) -> None:
         self.repository, self.workdir, self.entry_model = repository, workdir, entry_model
         self.configs = dict(configs)
         self.start = dict(start)
-        self.texts = texts
-        self.concurrency, self.warmup_s, self.duration_s = concurrency, warmup_s, duration_s
-        self.protocol = protocol
+        self.profile = profile.with_overrides(model=entry_model)
+        self.runs_dir = runs_dir
         self.paired = paired
         self.slots: list[_Slot] = []
+        self._runs = itertools.count(1)
 
     def __enter__(self) -> TritonTrials:
         try:
@@ -71,7 +70,12 @@ class TritonTrials:
                     edit=without_response_cache,
                 )
                 server = LocalTriton(
-                    staged, models=[self.entry_model], cache_size=0, exit_timeout=5
+                    staged,
+                    models=[self.entry_model],
+                    cache_size=0,
+                    exit_timeout=5,
+                    model_control="explicit",  # candidates are loaded through the API
+                    admin_key=new_admin_key(),
                 )
                 server.start()
                 loaded = {n: (staged / n / "config.pbtxt").read_text() for n in self.configs}
@@ -116,54 +120,51 @@ class TritonTrials:
         return self._measure_on(self.slots[0], candidate)
 
     def measure_pair(
-        self, incumbent: Candidate, candidate: Candidate
+        self, incumbent: Candidate, candidate: Candidate, incumbent_first: bool = True
     ) -> tuple[Figures, Figures, dict[str, Any]]:
-        """The incumbent, then the candidate, back to back on the two servers."""
+        """The incumbent and the candidate back to back on the two servers, in the given order."""
         if not self.paired:
-            before, _ = self.measure(incumbent)
-            after, extra = self.measure(candidate)
+            if incumbent_first:
+                before, _ = self.measure(incumbent)
+                after, extra = self.measure(candidate)
+            else:
+                after, extra = self.measure(candidate)
+                before, _ = self.measure(incumbent)
             return before, after, extra
         home = next((s for s in self.slots if s.candidate == incumbent), self.slots[0])
         other = self.slots[1] if home is self.slots[0] else self.slots[0]
         changed = self.load(other, candidate)  # first: reloading costs CPU the runs must not see
-        before, _ = self._measure_on(home, incumbent)
-        after, extra = self._measure_on(other, candidate)
+        if incumbent_first:
+            before, _ = self._measure_on(home, incumbent)
+            after, extra = self._measure_on(other, candidate)
+        else:
+            after, extra = self._measure_on(other, candidate)
+            before, _ = self._measure_on(home, incumbent)
         return before, after, {**extra, "reloaded": changed}
 
     def _measure_on(self, slot: _Slot, candidate: Candidate) -> tuple[Figures, dict[str, Any]]:
         changed = self.load(slot, candidate)
-        server = slot.server
-        if self.protocol == "http":
-            target: Any = TritonHttpTarget(server.http_address, self.entry_model)
-        else:
-            target = TritonGrpcTarget(server.grpc_address, self.entry_model)
-        window = StatsWindow(server.metrics_url)
-        point = run_point(
-            target,
-            self.texts,
-            self.concurrency,
-            warmup_s=self.warmup_s,
-            duration_s=self.duration_s,
-            on_window_start=window.start,
-            on_window_end=window.end,
+        folder = self.runs_dir / f"{next(self._runs):03d}"
+        result = measure(
+            self.profile,
+            Target.from_server(slot.server),
+            folder,
+            show_progress=False,
+            with_plots=False,
         )
-        figures = Figures(
-            requests=point.requests + point.errors,
-            failures=point.errors,
-            rps=point.throughput,
-            p50_ms=point.p50_ms,
-            p95_ms=point.p95_ms,
-            p99_ms=point.p99_ms,
-            avg_ms=point.mean_ms,
+        (folder / "candidate.txt").write_text(
+            "".join(f"{k} = {v}\n" for k, v in sorted(candidate.items()))
         )
-        stats = window.deltas()
+        models = result.summary["server"]["models"]
+        cpu = result.summary.get("load_generator") or {}
         extra: dict[str, Any] = {
             "reloaded": changed,
-            "client_cpu_share": round(point.client_cpu_share, 3),
+            "run": folder.name,
+            "load_generator_cores": cpu.get("cpu_cores"),
             "avg_batch_size": {
-                n: d["avg_batch_size"] for n, d in stats.items() if n in self.configs
+                n: d["avg_batch_size"] for n, d in models.items() if n in self.configs
             },
         }
-        if point.first_error:
-            extra["first_error"] = point.first_error
-        return figures, extra
+        if result.summary["errors"]:
+            extra["first_error"] = result.summary["errors"][0]["error"]
+        return result.figures, extra

@@ -1,0 +1,1 @@
+"""The text-embedding pipeline: MiniLM exported, verified, fused, quantized and configured."""
