@@ -5,6 +5,7 @@ types differ from its graph's."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import time
 import uuid
 from pathlib import Path
 
@@ -36,16 +37,19 @@ def _prose(size: int, seed: int) -> str:
     return text.encode()[:size].decode(errors="ignore")
 
 
-def _tokenizer_compute_ns(client: grpcclient.InferenceServerClient) -> int:
+def _tokenizer_stats(client: grpcclient.InferenceServerClient) -> tuple[int, int]:
+    """The tokenizer's (execution count, compute-infer ns) so far."""
     stats = client.get_inference_statistics("tokenizer", as_json=True)["model_stats"][0]
-    return int(stats["inference_stats"]["compute_infer"].get("ns", 0))
+    return int(stats.get("execution_count", 0)), int(
+        stats["inference_stats"]["compute_infer"].get("ns", 0)
+    )
 
 
 def _tokenize(
     server: LocalTriton, client: grpcclient.InferenceServerClient, texts: list[str]
 ) -> int:
     """Send one request of ``texts`` to the tokenizer; the compute time Triton measured for it."""
-    before = _tokenizer_compute_ns(client)
+    executions, before = _tokenizer_stats(client)
     outcome = send(
         server.grpc_address,
         "grpc",
@@ -54,7 +58,16 @@ def _tokenize(
     )
     assert outcome.status == "ok", outcome
     assert outcome.outputs["input_ids"].shape == (len(texts), 256)
-    return _tokenizer_compute_ns(client) - before
+    # The Python backend reports an execution's statistics after its responses are sent, so the
+    # client can hold the answer before the counters move: wait for them (CI saw a 0 ns delta).
+    deadline = time.monotonic() + 10
+    while True:
+        now_executions, after = _tokenizer_stats(client)
+        if now_executions > executions or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert now_executions > executions, "the tokenizer's statistics never counted the request"
+    return after - before
 
 
 def test_a_long_text_costs_what_256_tokens_need(triton: LocalTriton) -> None:
