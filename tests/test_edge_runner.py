@@ -253,3 +253,23 @@ def test_an_unchanged_rebuild_is_a_no_op(
     assert {
         n: (f / "manifest.json").stat().st_mtime_ns for n, f in edge_bundles.items()
     } == manifests
+
+
+def test_operator_configs_name_the_bundle_file_not_the_build_machines_paths(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    """``convert_onnx_models_to_ort`` heads ``required_operators.config`` with the absolute
+    paths it converted (a temporary build folder): shipped as is, every bundle would leak the
+    build machine's paths and differ byte for byte from one build to the next."""
+    from tritonctl.edge.onnx_runtime import to_ort
+
+    work = tmp_path / "build-here"
+    work.mkdir()
+    for style, name in (("Fixed", "model.ort"), ("Runtime", "model.fixed.ort")):
+        target = to_ort(
+            model_repository / "digits_student" / "1" / "model.onnx", work / name, style
+        )
+        config = target.with_name(target.stem + ".required_operators.config").read_text()
+        assert str(tmp_path) not in config, config
+        assert f"# - {name}\n" in config, config  # what it was generated from, by bundle name
+        assert "ai.onnx;" in config  # the operator lines themselves are kept
