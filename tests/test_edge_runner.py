@@ -273,3 +273,24 @@ def test_operator_configs_name_the_bundle_file_not_the_build_machines_paths(
         assert str(tmp_path) not in config, config
         assert f"# - {name}\n" in config, config  # what it was generated from, by bundle name
         assert "ai.onnx;" in config  # the operator lines themselves are kept
+
+
+def test_invalid_utf8_on_the_command_line_names_the_byte_that_was_sent(
+    edge_bundles: dict[str, Path],
+) -> None:
+    """A shell hands ``ok \\xff\\xfe`` to Python as a surrogate-escaped str; the server gets the
+    raw bytes and names byte 0xff. Re-encoding the str with ``surrogatepass`` named 0xed, a byte
+    the user never sent. Both command lines must give the server's message."""
+    expected = BAD_TEXTS["invalid utf-8"][1]
+    argv = b"ok \xff\xfe"
+    runner_cli = subprocess.run(
+        [sys.executable, "runner.py", "embed", argv],
+        cwd=edge_bundles[TEXT], capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    tritonctl_cli = subprocess.run(
+        [sys.executable, "-m", "tritonctl", "edge", "run", TEXT, argv],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    for done in (runner_cli, tritonctl_cli):
+        error = b" ".join(done.stderr.split()).decode()
+        assert done.returncode == 2 and expected in error, error

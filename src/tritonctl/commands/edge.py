@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         samples = not args.inputs
         if bundle.task == "embed":
             texts = runner.samples(folder, bundle.manifest) if samples else args.inputs
-            vectors = bundle.embed(texts)
+            # The argument bytes as given (see runner.main): a bad byte is named as it was sent.
+            vectors = bundle.embed([os.fsencode(t) for t in texts])
             _print_embeddings(texts, vectors, args.json)
         else:
             files = (

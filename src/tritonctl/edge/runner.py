@@ -458,7 +458,10 @@ def main(argv: list[str] | None = None) -> int:
             bundle = Bundle(args.bundle, threads=args.threads)
             if args.command == "embed":
                 texts = args.texts or samples(args.bundle, bundle.manifest)
-                for text, vector in zip(texts, bundle.embed(texts), strict=True):
+                # The raw bytes the shell passed (Python surrogate-escapes undecodable ones), as
+                # the server would receive them: a bad byte is then named as it was sent.
+                vectors = bundle.embed([os.fsencode(t) for t in texts])
+                for text, vector in zip(texts, vectors, strict=True):
                     print(
                         json.dumps(
                             {"text": text, "embedding": [round(float(v), 6) for v in vector]}
