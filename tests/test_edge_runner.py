@@ -294,3 +294,19 @@ def test_invalid_utf8_on_the_command_line_names_the_byte_that_was_sent(
     for done in (runner_cli, tritonctl_cli):
         error = b" ".join(done.stderr.split()).decode()
         assert done.returncode == 2 and expected in error, error
+
+
+@pytest.mark.parametrize("runs", ["0", "-3"])
+def test_bench_refuses_a_run_count_below_one_with_a_usage_error(
+    edge_bundles: dict[str, Path], capsys: pytest.CaptureFixture[str], runs: str
+) -> None:
+    """Zero runs used to reach np.percentile([]) and die with an IndexError traceback."""
+    done = subprocess.run(
+        [sys.executable, "runner.py", "bench", "--runs", runs],
+        cwd=edge_bundles[DIGITS], capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "at least 1" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    with pytest.raises(SystemExit) as exited:
+        main(["edge", "bench", DIGITS, "--runs", runs])
+    assert exited.value.code == 2 and "at least 1" in capsys.readouterr().err

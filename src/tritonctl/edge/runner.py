@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     classify = commands.add_parser("classify", help="classify image files (image bundles)")
     classify.add_argument("images", nargs="*", type=Path, help="image files (default: samples)")
     timing = commands.add_parser("bench", help="cold start, batch-1 p50/p95 and peak RSS as JSON")
-    timing.add_argument("--runs", type=int, default=200)
+    timing.add_argument("--runs", type=positive_int, default=200)
     timing.add_argument("--inputs", type=Path, help="JSON list of texts, or a folder of images")
     commands.add_parser("info", help="print the manifest")
     args = parser.parse_args(argv)
@@ -479,6 +479,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (latency percentiles need a sample)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _bench_inputs(path: Path) -> list:
