@@ -253,3 +253,60 @@ def test_an_unchanged_rebuild_is_a_no_op(
     assert {
         n: (f / "manifest.json").stat().st_mtime_ns for n, f in edge_bundles.items()
     } == manifests
+
+
+def test_operator_configs_name_the_bundle_file_not_the_build_machines_paths(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    """``convert_onnx_models_to_ort`` heads ``required_operators.config`` with the absolute
+    paths it converted (a temporary build folder): shipped as is, every bundle would leak the
+    build machine's paths and differ byte for byte from one build to the next."""
+    from tritonctl.edge.onnx_runtime import to_ort
+
+    work = tmp_path / "build-here"
+    work.mkdir()
+    for style, name in (("Fixed", "model.ort"), ("Runtime", "model.fixed.ort")):
+        target = to_ort(
+            model_repository / "digits_student" / "1" / "model.onnx", work / name, style
+        )
+        config = target.with_name(target.stem + ".required_operators.config").read_text()
+        assert str(tmp_path) not in config, config
+        assert f"# - {name}\n" in config, config  # what it was generated from, by bundle name
+        assert "ai.onnx;" in config  # the operator lines themselves are kept
+
+
+def test_invalid_utf8_on_the_command_line_names_the_byte_that_was_sent(
+    edge_bundles: dict[str, Path],
+) -> None:
+    """A shell hands ``ok \\xff\\xfe`` to Python as a surrogate-escaped str; the server gets the
+    raw bytes and names byte 0xff. Re-encoding the str with ``surrogatepass`` named 0xed, a byte
+    the user never sent. Both command lines must give the server's message."""
+    expected = BAD_TEXTS["invalid utf-8"][1]
+    argv = b"ok \xff\xfe"
+    runner_cli = subprocess.run(
+        [sys.executable, "runner.py", "embed", argv],
+        cwd=edge_bundles[TEXT], capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    tritonctl_cli = subprocess.run(
+        [sys.executable, "-m", "tritonctl", "edge", "run", TEXT, argv],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    for done in (runner_cli, tritonctl_cli):
+        error = b" ".join(done.stderr.split()).decode()
+        assert done.returncode == 2 and expected in error, error
+
+
+@pytest.mark.parametrize("runs", ["0", "-3"])
+def test_bench_refuses_a_run_count_below_one_with_a_usage_error(
+    edge_bundles: dict[str, Path], capsys: pytest.CaptureFixture[str], runs: str
+) -> None:
+    """Zero runs used to reach np.percentile([]) and die with an IndexError traceback."""
+    done = subprocess.run(
+        [sys.executable, "runner.py", "bench", "--runs", runs],
+        cwd=edge_bundles[DIGITS], capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "at least 1" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    with pytest.raises(SystemExit) as exited:
+        main(["edge", "bench", DIGITS, "--runs", runs])
+    assert exited.value.code == 2 and "at least 1" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -28,9 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench", help="cold start, batch-1 p50/p95 on 1 thread and all cores, peak RSS"
     )
     bench_parser.add_argument("bundle")
-    bench_parser.add_argument("--runs", type=int, default=200)
+    bench_parser.add_argument("--runs", type=positive_int, default=200)
     bench_parser.add_argument("--json", action="store_true")
     bench_parser.set_defaults(func=bench)
+
+
+def positive_int(text: str) -> int:
+    """A run count of at least 1: percentiles of no latencies do not exist."""
+    from tritonctl.edge.runner import positive_int as check
+
+    return check(text)
 
 
 def resolve(bundle: str) -> Path:
@@ -64,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         samples = not args.inputs
         if bundle.task == "embed":
             texts = runner.samples(folder, bundle.manifest) if samples else args.inputs
-            vectors = bundle.embed(texts)
+            # The argument bytes as given (see runner.main): a bad byte is named as it was sent.
+            vectors = bundle.embed([os.fsencode(t) for t in texts])
             _print_embeddings(texts, vectors, args.json)
         else:
             files = (

@@ -57,7 +57,21 @@ def to_ort(source: Path, target: Path, style: str) -> Path:
         shutil.move(out / f"model{suffix}.ort", target)
         config = target.with_name(target.stem + ".required_operators.config")
         shutil.move(out / f"model.required_operators{suffix}.config", config)
+        _name_sources(config, target.name)
     return target
+
+
+def _name_sources(config: Path, model: str) -> None:
+    """The tool heads the config with the absolute paths it converted (``# - /…/model.ort``),
+    here a temporary build folder: name the bundle's model file instead, so a shipped bundle
+    carries no build-machine path and the config's bytes do not change from build to build."""
+    lines = config.read_text(encoding="utf-8").splitlines()
+    sources = [line for line in lines if line.startswith("# - ")]
+    kept = [line for line in lines if not line.startswith("# - ")]
+    if sources:
+        header = "# Generated from model/s:"
+        kept.insert(kept.index(header) + 1 if header in kept else 0, f"# - {model}")
+    config.write_text("\n".join(kept) + "\n", encoding="utf-8")
 
 
 def fix_shapes(source: Path, target: Path, dims: dict[str, int]) -> Path:

@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     classify = commands.add_parser("classify", help="classify image files (image bundles)")
     classify.add_argument("images", nargs="*", type=Path, help="image files (default: samples)")
     timing = commands.add_parser("bench", help="cold start, batch-1 p50/p95 and peak RSS as JSON")
-    timing.add_argument("--runs", type=int, default=200)
+    timing.add_argument("--runs", type=positive_int, default=200)
     timing.add_argument("--inputs", type=Path, help="JSON list of texts, or a folder of images")
     commands.add_parser("info", help="print the manifest")
     args = parser.parse_args(argv)
@@ -458,7 +458,10 @@ def main(argv: list[str] | None = None) -> int:
             bundle = Bundle(args.bundle, threads=args.threads)
             if args.command == "embed":
                 texts = args.texts or samples(args.bundle, bundle.manifest)
-                for text, vector in zip(texts, bundle.embed(texts), strict=True):
+                # The raw bytes the shell passed (Python surrogate-escapes undecodable ones), as
+                # the server would receive them: a bad byte is then named as it was sent.
+                vectors = bundle.embed([os.fsencode(t) for t in texts])
+                for text, vector in zip(texts, vectors, strict=True):
                     print(
                         json.dumps(
                             {"text": text, "embedding": [round(float(v), 6) for v in vector]}
@@ -476,6 +479,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (latency percentiles need a sample)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _bench_inputs(path: Path) -> list:
