@@ -410,7 +410,7 @@ def evaluate(
     """Check ``figures`` against every objective that is set (and not in ``skip``).
 
     A run with no successful request fails, whatever the objectives: "nothing failed" is not
-    "nothing measured". When every request failed, the latency objectives are left out (there
+    "nothing measured". Without a latency objective, a request never answered fails the run. When every request failed, the latency objectives are left out (there
     is no latency); unanswered requests do have one, longer than any objective.
     """
     checks: list[tuple[str, str, float, str, str]] = [
@@ -424,6 +424,16 @@ def evaluate(
     if figures.succeeded <= 0:
         results.append(
             ObjectiveResult("succeeded", "successful requests", 1, 0, False, "count", "min")
+        )
+    timed = any(getattr(objectives, k) is not None and k not in skip for k in LATENCY_KEYS)
+    if figures.unanswered and not timed:
+        # A latency objective judges an unanswered request as slower than its limit; without
+        # one nothing would: an open-loop rate far past capacity (most requests still queued
+        # when the run ends) would pass, and --find-capacity would record it as held.
+        results.append(
+            ObjectiveResult(
+                "unanswered", "unanswered requests", 0, figures.unanswered, False, "count", "max"
+            )
         )
     for key, label, actual, unit, kind in checks:
         limit = getattr(objectives, key)
