@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,12 @@ def test_profiles_cover_both_pipelines() -> None:
         ({"model": "m", "capacity": {"repeats": 2, "required": 3}}, "between 1 and repeats"),
         ({"model": "m", "capacity": {"rates": [10, -1]}}, "rates must be positive"),
         ({"model": "m", "capacity": {"factor": 1}}, "factor must be above 1"),
+        # A key with its value left out: for max_error_ratio it used to turn the error check
+        # off (a run with 58% failed requests printed "Every objective held" and exited 0).
+        ({"model": "m", "objectives": {"max_error_ratio": None}}, "max_error_ratio has no val"),
+        ({"model": "m", "objectives": {"p99_ms": None}}, "p99_ms has no value"),
+        ({"model": "m", "objectives": {"p99_ms": math.nan}}, "p99_ms must be a finite number"),
+        ({"model": "m", "load": {"rate_rps": math.inf}}, "rate_rps must be a finite number"),
     ],
 )
 def test_bad_profiles_are_rejected_with_the_reason(data: dict, message: str) -> None:

@@ -221,6 +221,8 @@ def _number(section: Mapping[str, Any], key: str, where: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProfileError(f"{where}: {key} must be a number, got {value!r}")
+    if not math.isfinite(value):  # YAML's .nan/.inf: no objective or rate can be judged by it
+        raise ProfileError(f"{where}: {key} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -259,6 +261,15 @@ def parse_profile(data: Mapping[str, Any], source: str = "") -> SloProfile:
     load = _section(data, "load", load_keys, where)
     objectives = _section(data, "objectives", set(Objectives.__dataclass_fields__), where)
     capacity = _section(data, "capacity", set(CapacitySearch.__dataclass_fields__), where)
+    # An objective written with its value left out (``max_error_ratio:``) is a mistake, not a
+    # request to drop it: as None it would turn the error check off, which is only ever done
+    # on purpose with 1.0.
+    blank = sorted(k for k, v in objectives.items() if v is None)
+    if blank:
+        raise ProfileError(
+            f"{where}: objectives.{', objectives.'.join(blank)} has no value (give a number; "
+            "without the key a latency or throughput objective is left out, and errors must be 0)"
+        )
     defaults = SloProfile()
     users = _number(load, "users", where)
     rate = _number(load, "rate_rps", where)
