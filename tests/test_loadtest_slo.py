@@ -361,3 +361,27 @@ def test_command_line_values() -> None:
             duration(bad)
     with pytest.raises(Exception, match="positive"):
         user_list("0,2")
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"rate_rps": math.nan},
+        {"rate_rps": math.inf},
+        {"spawn_rate": math.nan},
+        {"p99_ms": math.nan},
+        {"max_error_ratio": math.nan},
+        {"min_rps": math.inf},
+    ],
+)
+def test_command_line_values_must_be_finite(override: dict[str, float]) -> None:
+    """`loadtest --rate nan` (or inf) passed validation (nan <= 0 is false), ran the whole test
+    and died writing summary.json (ValueError: Out of range float values), exit 1."""
+    (key,) = override
+    with pytest.raises(ProfileError, match=f"{key} must be a finite number"):
+        SloProfile().with_overrides(**override)
+
+
+def test_a_nan_rate_is_refused_before_anything_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["loadtest", "--target", "grpc://127.0.0.1:9", "--rate", "nan"]) == 2
+    assert "rate_rps must be a finite number" in capsys.readouterr().err

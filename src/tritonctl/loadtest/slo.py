@@ -174,6 +174,18 @@ class SloProfile:
 
     def validate(self) -> None:
         problems = []
+        # Command-line overrides skip the YAML parser's check: NaN passes every "<= 0" test.
+        numbers = {
+            "users": self.users, "rate_rps": self.rate_rps, "spawn_rate": self.spawn_rate,
+            "warmup_s": self.warmup_s, "duration_s": self.duration_s, "drain_s": self.drain_s,
+            **asdict(self.objectives),
+        }  # fmt: skip
+        for key, value in numbers.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{key} must be a finite number (got {value})")
+        if problems:
+            where = f"{self.source}: " if self.source else ""
+            raise ProfileError(where + "; ".join(problems))
         if self.protocol not in PROTOCOLS:
             problems.append(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
         if self.mode not in MODES:
