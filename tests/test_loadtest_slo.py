@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,12 @@ def test_profiles_cover_both_pipelines() -> None:
         ({"model": "m", "capacity": {"repeats": 2, "required": 3}}, "between 1 and repeats"),
         ({"model": "m", "capacity": {"rates": [10, -1]}}, "rates must be positive"),
         ({"model": "m", "capacity": {"factor": 1}}, "factor must be above 1"),
+        # A key with its value left out: for max_error_ratio it used to turn the error check
+        # off (a run with 58% failed requests printed "Every objective held" and exited 0).
+        ({"model": "m", "objectives": {"max_error_ratio": None}}, "max_error_ratio has no val"),
+        ({"model": "m", "objectives": {"p99_ms": None}}, "p99_ms has no value"),
+        ({"model": "m", "objectives": {"p99_ms": math.nan}}, "p99_ms must be a finite number"),
+        ({"model": "m", "load": {"rate_rps": math.inf}}, "rate_rps must be a finite number"),
     ],
 )
 def test_bad_profiles_are_rejected_with_the_reason(data: dict, message: str) -> None:
@@ -354,3 +361,27 @@ def test_command_line_values() -> None:
             duration(bad)
     with pytest.raises(Exception, match="positive"):
         user_list("0,2")
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"rate_rps": math.nan},
+        {"rate_rps": math.inf},
+        {"spawn_rate": math.nan},
+        {"p99_ms": math.nan},
+        {"max_error_ratio": math.nan},
+        {"min_rps": math.inf},
+    ],
+)
+def test_command_line_values_must_be_finite(override: dict[str, float]) -> None:
+    """`loadtest --rate nan` (or inf) passed validation (nan <= 0 is false), ran the whole test
+    and died writing summary.json (ValueError: Out of range float values), exit 1."""
+    (key,) = override
+    with pytest.raises(ProfileError, match=f"{key} must be a finite number"):
+        SloProfile().with_overrides(**override)
+
+
+def test_a_nan_rate_is_refused_before_anything_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["loadtest", "--target", "grpc://127.0.0.1:9", "--rate", "nan"]) == 2
+    assert "rate_rps must be a finite number" in capsys.readouterr().err

@@ -172,6 +172,27 @@ def test_unanswered_requests_count_as_slower_than_any_answered_one(tmp_path: Pat
     json.dumps(p99.as_dict(), allow_nan=False)
 
 
+def test_unanswered_requests_fail_a_run_without_latency_objectives(tmp_path: Path) -> None:
+    """Without a latency objective no percentile catches a request that was never answered.
+
+    Seen on a real server: an open-loop profile with only the (default) error objective at
+    300 req/s against a ~50 req/s server left 1,450 of 1,740 requests unanswered, printed
+    PASS, and ``--find-capacity`` recorded a capacity of 300 req/s for ``plan`` to read.
+    """
+    folder = write_run(tmp_path, [10.0] * 20, unanswered=80)
+    figures = read_measurement(folder, "m").figures()
+    results = evaluate(Objectives(), figures)
+    (miss,) = [r for r in results if not r.passed]
+    assert miss.key == "unanswered" and miss.message.startswith("unanswered requests 80 > 0")
+    # min_rps alone does not time requests either, and the capacity search skips it per step.
+    assert not all(r.passed for r in evaluate(Objectives(min_rps=1), figures, skip=("min_rps",)))
+    # With a latency objective the unanswered ones are already slower than it (see above).
+    assert [r.key for r in evaluate(Objectives(p50_ms=50), figures) if not r.passed] == ["p50_ms"]
+    # Every request answered: nothing extra is checked.
+    answered = read_measurement(write_run(tmp_path / "ok", [10.0] * 20), "m").figures()
+    assert all(r.passed for r in evaluate(Objectives(), answered))
+
+
 def test_samples_keep_the_due_time_and_the_service_time(tmp_path: Path) -> None:
     samples = read_samples(write_run(tmp_path, [10.0, 20.0], unanswered=1))
     assert len(samples) == 3

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 import tritonclient.http as http
 from rich.console import Console, RenderableType
 
 from tests.serving_support import bytes_input, digits_test_images, png
+from tests.tiny_repository import make_tiny_repository
 from tritonctl.cli import main
 from tritonctl.console import console
 from tritonctl.corpus import sentences
@@ -160,3 +167,50 @@ def test_narrow_terminals_drop_columns_not_names() -> None:
 def test_a_remote_server_has_no_process_view() -> None:
     assert server_pid("http://10.0.0.1:8002/metrics") is None
     assert server_pid("127.0.0.1:9") is None  # nothing local serves metrics there
+
+
+def test_live_top_outlasts_a_server_restart(tmp_path: Path) -> None:
+    """`serve` restarts a dead server (--max-restarts 3 by default) and `top` follows the new
+    process, but the scrape made while the server was down used to end `top` (exit 2, 1 s
+    after a SIGKILL of tritonserver). It now says so on stderr and keeps polling."""
+    repo = make_tiny_repository(tmp_path / "repo")
+    first = LocalTriton(repo, models=["double"], exit_timeout=5)
+    first.start()
+    ports = {"http_port": first.http_port, "grpc_port": first.grpc_port}
+    ports["metrics_port"] = first.metrics_port
+    out = (tmp_path / "top.txt").open("w")
+    top = subprocess.Popen(
+        [sys.executable, "-m", "tritonctl", "top", "--url", first.metrics_url, "--interval", "0.3"],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    second: LocalTriton | None = None
+    try:
+        time.sleep(3)
+        assert top.poll() is None, (tmp_path / "top.txt").read_text()
+        first.stop()
+        time.sleep(2)  # several scrapes find nothing
+        assert top.poll() is None, (
+            "top exited when the server went away: " + (tmp_path / "top.txt").read_text()
+        )
+        second = LocalTriton(repo, models=["double"], exit_timeout=5, **ports)
+        second.start()
+        time.sleep(2)
+        assert top.poll() is None
+    finally:
+        top.send_signal(signal.SIGINT)
+        try:
+            top.wait(30)
+        finally:
+            if top.poll() is None:
+                top.kill()
+            out.close()
+            first.stop()
+            if second is not None:
+                second.stop()
+    text = " ".join((tmp_path / "top.txt").read_text().split())
+    assert top.returncode in (0, 130), text
+    assert "not answering" in text and "answering again" in text, text
+    assert "double" in text  # the view of the restarted server

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tritonctl.loadtest.slo import Figures, Objectives
 from tritonctl.tune.search import (
     Knob,
@@ -196,3 +198,28 @@ def test_each_changed_knob_is_confirmed_on_its_own_in_abba_order() -> None:
     assert [first for _, _, first in calls] == [True, False, True, False]
     # The second knob is tried on top of the confirmed first one.
     assert calls[2][0] == {"m.good": 1, "m.bad": 0} and calls[2][1] == best
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        # 0 used to start two servers (~25 s) and then die on an AssertionError traceback.
+        ("--max-trials", "0", "--max-trials must be at least 1"),
+        ("--passes", "0", "--passes must be at least 1"),
+        # 0 rounds keep_change()s every knob as "not measured": a run that can change nothing.
+        ("--confirm-rounds", "0", "--confirm-rounds must be at least 1"),
+        # A margin of 1 or more turns off the "no throughput loss beyond noise" rule
+        # (worst ratio < 1 - margin can never hold), so a 0.1x candidate could be kept.
+        ("--min-gain", "1", "--min-gain must be in [0, 1)"),
+        ("--min-gain", "-0.1", "--min-gain must be in [0, 1)"),
+    ],
+)
+def test_tune_refuses_settings_that_cannot_search_before_starting_a_server(
+    flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tritonctl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--model", "text_embedding", "--slo", "slo.yaml", flag, value])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -33,6 +33,7 @@ def _positive(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
     import urllib.error
 
     from rich.live import Live
@@ -47,8 +48,27 @@ def run(args: argparse.Namespace) -> int:
             console.print(once(url, min(args.interval, 1.0)))
             return 0
         with Live(console=console, refresh_per_second=4, screen=False) as live:
-            for snapshot in snapshots(url, args.interval):
-                live.update(view(snapshot, title=f"{url} (Ctrl-C to quit)"))
+            state = "starting"  # then "up", or "down" while a server that answered does not
+            while True:
+                try:
+                    for snapshot in snapshots(url, args.interval):
+                        live.update(view(snapshot, title=f"{url} (Ctrl-C to quit)"))
+                        if state == "down":
+                            err_console.print(f"{url} is answering again")
+                        state = "up"
+                except (urllib.error.URLError, OSError, MetricsError) as error:
+                    # Once it has answered, a failed scrape is a server restarting (`serve
+                    # --max-restarts`) or briefly gone: say so once, and keep polling.
+                    if state == "starting":
+                        raise
+                    if state == "up":
+                        err_console.print(
+                            f"[yellow]{url} is not answering ({error}); retrying every "
+                            f"{args.interval:g} s (Ctrl-C to quit)[/]",
+                            soft_wrap=True,
+                        )
+                    state = "down"
+                    time.sleep(args.interval)
     except (urllib.error.URLError, OSError, MetricsError) as error:
         hint = ""
         if isinstance(error, urllib.error.HTTPError) and error.code == 404:

@@ -3,7 +3,35 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+
+
+def _at_least_one(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be a whole number (got {text!r})"
+            ) from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least 1 (got {value})")
+        return value
+
+    return parse
+
+
+def _margin(text: str) -> float:
+    """The noise margin: at 1 or more, "no throughput loss beyond noise" (worst round at
+    least 1 - margin of the incumbent) would no longer refuse any loss."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--min-gain must be a number (got {text!r})") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"--min-gain must be in [0, 1) (got {value:g})")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,8 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--warmup", type=float, default=None, help="warm-up seconds per run (the profile's)"
     )
-    parser.add_argument("--max-trials", type=int, default=24, help="cap on measured runs")
-    parser.add_argument("--passes", type=int, default=2, help="coordinate-descent passes")
+    parser.add_argument(
+        "--max-trials", type=_at_least_one("--max-trials"), default=24, help="cap on measured runs"
+    )
+    parser.add_argument(
+        "--passes", type=_at_least_one("--passes"), default=2, help="coordinate-descent passes"
+    )
     parser.add_argument("--concurrency", type=int, default=None, help="default: the SLO's users")
     parser.add_argument(
         "--knobs",
@@ -37,14 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--min-gain",
-        type=float,
+        type=_margin,
         default=0.10,
         help="noise margin: a change must gain this share of throughput, and may lose no more "
         "than it in any round (default 0.10)",
     )
     parser.add_argument(
         "--confirm-rounds",
-        type=int,
+        type=_at_least_one("--confirm-rounds"),
         default=2,
         help="paired rounds (ABBA order) confirming each changed knob (default 2)",
     )

@@ -174,6 +174,18 @@ class SloProfile:
 
     def validate(self) -> None:
         problems = []
+        # Command-line overrides skip the YAML parser's check: NaN passes every "<= 0" test.
+        numbers = {
+            "users": self.users, "rate_rps": self.rate_rps, "spawn_rate": self.spawn_rate,
+            "warmup_s": self.warmup_s, "duration_s": self.duration_s, "drain_s": self.drain_s,
+            **asdict(self.objectives),
+        }  # fmt: skip
+        for key, value in numbers.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{key} must be a finite number (got {value})")
+        if problems:
+            where = f"{self.source}: " if self.source else ""
+            raise ProfileError(where + "; ".join(problems))
         if self.protocol not in PROTOCOLS:
             problems.append(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
         if self.mode not in MODES:
@@ -221,6 +233,8 @@ def _number(section: Mapping[str, Any], key: str, where: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProfileError(f"{where}: {key} must be a number, got {value!r}")
+    if not math.isfinite(value):  # YAML's .nan/.inf: no objective or rate can be judged by it
+        raise ProfileError(f"{where}: {key} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -259,6 +273,15 @@ def parse_profile(data: Mapping[str, Any], source: str = "") -> SloProfile:
     load = _section(data, "load", load_keys, where)
     objectives = _section(data, "objectives", set(Objectives.__dataclass_fields__), where)
     capacity = _section(data, "capacity", set(CapacitySearch.__dataclass_fields__), where)
+    # An objective written with its value left out (``max_error_ratio:``) is a mistake, not a
+    # request to drop it: as None it would turn the error check off, which is only ever done
+    # on purpose with 1.0.
+    blank = sorted(k for k, v in objectives.items() if v is None)
+    if blank:
+        raise ProfileError(
+            f"{where}: objectives.{', objectives.'.join(blank)} has no value (give a number; "
+            "without the key a latency or throughput objective is left out, and errors must be 0)"
+        )
     defaults = SloProfile()
     users = _number(load, "users", where)
     rate = _number(load, "rate_rps", where)
@@ -410,7 +433,7 @@ def evaluate(
     """Check ``figures`` against every objective that is set (and not in ``skip``).
 
     A run with no successful request fails, whatever the objectives: "nothing failed" is not
-    "nothing measured". When every request failed, the latency objectives are left out (there
+    "nothing measured". Without a latency objective, a request never answered fails the run. When every request failed, the latency objectives are left out (there
     is no latency); unanswered requests do have one, longer than any objective.
     """
     checks: list[tuple[str, str, float, str, str]] = [
@@ -424,6 +447,16 @@ def evaluate(
     if figures.succeeded <= 0:
         results.append(
             ObjectiveResult("succeeded", "successful requests", 1, 0, False, "count", "min")
+        )
+    timed = any(getattr(objectives, k) is not None and k not in skip for k in LATENCY_KEYS)
+    if figures.unanswered and not timed:
+        # A latency objective judges an unanswered request as slower than its limit; without
+        # one nothing would: an open-loop rate far past capacity (most requests still queued
+        # when the run ends) would pass, and --find-capacity would record it as held.
+        results.append(
+            ObjectiveResult(
+                "unanswered", "unanswered requests", 0, figures.unanswered, False, "count", "max"
+            )
         )
     for key, label, actual, unit, kind in checks:
         limit = getattr(objectives, key)
