@@ -125,13 +125,8 @@ HELM_TEST = hs.CHART / "files" / "helm_test.py"
 
 
 def run_helm_test(server: LocalTriton, model: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.update(
-        TRITON_HTTP=server.http_address,
-        TRITON_GRPC=server.grpc_address,
-        TRITON_MODEL=model,
-        TRITON_RESTRICTED="true",
-    )
+    env = {**os.environ, **pod_env({}, server), "TRITON_MODEL": model}
+    env["TRITON_ADMIN_KEY"] = server.admin_key or ADMIN_KEY  # the session server has its own
     return subprocess.run(
         [sys.executable, str(HELM_TEST)],
         env=env,
@@ -342,3 +337,56 @@ def test_the_latency_alert_and_the_queue_signal_see_the_cached_ensemble(
         delta("nv_inference_queue_duration_us", m) for m in ("tokenizer", "text_encoder", "pooling")
     )
     assert delta("nv_inference_queue_duration_us", "text_embedding") < composing / 10
+
+
+# `helm test` as the rendered test pod runs it, whatever APIs the values restrict ------------
+
+
+def pod_env(values: dict, server: LocalTriton) -> dict[str, str]:
+    """The rendered `helm test` pod's environment, pointed at ``server``; a secretKeyRef reads
+    the chart's admin key as the kubelet would."""
+    pod = hs.find(hs.objects(values), "Pod", "-test-inference")
+    (container,) = pod["spec"]["containers"]
+    env: dict[str, str] = {}
+    for variable in container["env"]:
+        if "value" in variable:
+            env[variable["name"]] = variable["value"]
+        else:
+            ref = variable["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "demo-tritonctl-admin-key", "key": "admin-key"}, ref
+            env[variable["name"]] = ADMIN_KEY
+    assert (
+        env["TRITON_HTTP"] == "demo-tritonctl:8000" and env["TRITON_GRPC"] == "demo-tritonctl:8001"
+    )
+    env.update(TRITON_HTTP=server.http_address, TRITON_GRPC=server.grpc_address)
+    return env
+
+
+#: restrictedApis.apis values the schema accepts, with what each breaks without care.
+RESTRICTIONS = {
+    # No model-repository: the repository API answers 200 without a key, as configured.
+    "trace-logging": ["trace", "logging"],
+    # Inference and metadata need the key: the test must send it.
+    "every-api": _schema_apis(),
+}
+
+
+@pytest.mark.parametrize("restriction", sorted(RESTRICTIONS))
+def test_helm_test_passes_whatever_the_values_restrict(
+    model_repository: Path, restriction: str
+) -> None:
+    """`helm test` on a healthy release passes for every restrictedApis.apis the schema accepts:
+    the real server with the chart's flags, and the test script with the rendered pod's env."""
+    values = {"restrictedApis": {"apis": RESTRICTIONS[restriction]}}
+    with charted_server(ChartedDefaults, model_repository, chart_args(values)) as server:
+        env = {**os.environ, **pod_env(values, server)}
+        result = subprocess.run(
+            [sys.executable, str(HELM_TEST)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert "PASSED" in result.stdout
