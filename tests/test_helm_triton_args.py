@@ -390,3 +390,48 @@ def test_helm_test_passes_whatever_the_values_restrict(
         )
     assert result.returncode == 0, result.stderr
     assert "PASSED" in result.stdout
+
+
+# The chart's Locust in open loop, run for real ------------------------------------------------
+
+
+def _locust_requests(server: LocalTriton, env: dict[str, str], tmp_path: Path) -> int:
+    """Requests a 2-user, 6 s headless Locust run with ``env`` sent to ``server``'s ``double``."""
+    import csv
+
+    run_env = {**os.environ, **env, "TRITON_MODEL": "double", "TRITON_PROTOCOL": "http"}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    run_env["HOME"] = str(tmp_path)
+    locust = Path(sys.executable).with_name("locust")
+    command = [str(locust), f"--locustfile={hs.ROOT / 'loadtests' / 'locustfile.py'}"]
+    command += [f"--host=http://{server.http_address}", "--headless", "-u", "2", "-r", "2"]
+    command += ["-t", "6s", "--csv", str(tmp_path / "run"), "--only-summary"]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=120
+    )
+    with open(tmp_path / "run_stats.csv") as stats:
+        total = next(r for r in csv.DictReader(stats) if r["Name"] == "Aggregated")
+    assert int(total["Failure Count"]) == 0, result.stderr[-2000:]
+    return int(total["Request Count"])
+
+
+def test_the_charts_locust_offers_the_arrival_rate(charted: LocalTriton, tmp_path: Path) -> None:
+    """locust.arrivalRate makes each user send that many requests per second whatever the
+    answers (open loop): the worker's rendered env, in a real Locust run against the real server.
+    Closed loop (the default), the same users send as fast as the server answers."""
+
+    def worker_env(values: dict) -> dict[str, str]:
+        docs = hs.objects({"locust": {"enabled": True, **values}})
+        (worker,) = hs.find(docs, "Deployment", "-locust-worker")["spec"]["template"]["spec"][
+            "containers"
+        ]
+        return {e["name"]: e["value"] for e in worker["env"]}
+
+    open_env = worker_env({"arrivalRate": 10, "arrivals": "constant"})
+    assert open_env["LOADTEST_ARRIVAL_RATE"] == "10" and open_env["LOADTEST_ARRIVALS"] == "constant"
+    offered = 2 * 10 * 6  # users × rate × seconds
+    sent = _locust_requests(charted, open_env, tmp_path / "open")
+    assert 0.7 * offered <= sent <= 1.1 * offered, (sent, offered)
+    closed_env = worker_env({})
+    assert "LOADTEST_ARRIVAL_RATE" not in closed_env
+    assert _locust_requests(charted, closed_env, tmp_path / "closed") > 2 * offered
