@@ -435,3 +435,35 @@ def test_the_charts_locust_offers_the_arrival_rate(charted: LocalTriton, tmp_pat
     closed_env = worker_env({})
     assert "LOADTEST_ARRIVAL_RATE" not in closed_env
     assert _locust_requests(charted, closed_env, tmp_path / "closed") > 2 * offered
+
+
+@pytest.mark.parametrize("api", ["inference", "metadata"])
+def test_locust_is_refused_where_it_cannot_call_the_server(tmp_path: Path, api: str) -> None:
+    """The chart's Locust sends no admin key: with inference or metadata restricted, every
+    request of a real Locust run (the rendered worker env) fails, so the chart refuses the pair
+    instead of deploying a load test that measures nothing but 403s."""
+    restricted = {"restrictedApis": {"apis": [api, "model-repository"]}}
+    values = {"server": {"loadModels": ["double"]}, "userFacingModels": ["double"], **restricted}
+    with charted_server(
+        ChartedTriton, make_tiny_repository(tmp_path), chart_args(values)
+    ) as server:
+        run_env = {**os.environ, "TRITON_MODEL": "double", "TRITON_PROTOCOL": "http"}
+        locust = Path(sys.executable).with_name("locust")
+        command = [str(locust), f"--locustfile={hs.ROOT / 'loadtests' / 'locustfile.py'}"]
+        command += [f"--host=http://{server.http_address}", "--headless", "-u", "1", "-r", "1"]
+        command += ["-t", "3s", "--csv", str(tmp_path / "run"), "--only-summary"]
+        result = subprocess.run(
+            command, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=120
+        )
+    import csv
+
+    output = result.stdout + result.stderr
+    stats_file = tmp_path / "run_stats.csv"
+    if stats_file.exists():  # it ran: every request failed
+        with open(stats_file) as stats:
+            total = next(r for r in csv.DictReader(stats) if r["Name"] == "Aggregated")
+        assert int(total["Failure Count"]) == int(total["Request Count"]) > 0, output[-2000:]
+    else:  # it could not even read the model's metadata
+        assert "restricted" in output, output[-2000:]
+    with pytest.raises(Exception, match=f"locust.enabled.*{api}"):
+        hs.render({"locust": {"enabled": True}, **restricted})
