@@ -299,17 +299,19 @@ def test_helm_test_pod_runs_the_shipped_script() -> None:
     ).read_text().rstrip("\n")
     (test,) = pod["spec"]["containers"]
     assert test["command"] == ["python3", "/test/helm_test.py"]
-    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in test["env"]}
+    env = {e["name"]: e["value"] for e in test["env"]}
     assert env["TRITON_MODEL"] == "text_embedding"
     assert env["TRITON_HTTP"] == f"{hs.RELEASE}-tritonctl:8000"
     assert env["TRITON_RESTRICTED_APIS"] == "model-repository,shared-memory,trace,logging"
-    key = {"secretKeyRef": {"name": f"{hs.RELEASE}-tritonctl-admin-key", "key": "admin-key"}}
-    assert env["TRITON_ADMIN_KEY"] == key
+    # The key as a file from the release's Secret (no secret in an environment variable).
+    assert env["TRITON_ADMIN_KEY_FILE"] == "/admin/admin-key"
+    (key_volume,) = [v for v in pod["spec"]["volumes"] if "secret" in v]
+    assert key_volume["secret"]["secretName"] == f"{hs.RELEASE}-tritonctl-admin-key"
     (open_test,) = hs.find(hs.objects({"restrictedApis": {"enabled": False}}), "Pod")["spec"][
         "containers"
     ]
     open_env = {e["name"]: e.get("value") for e in open_test["env"]}
-    assert open_env["TRITON_RESTRICTED_APIS"] == "" and "TRITON_ADMIN_KEY" not in open_env
+    assert open_env["TRITON_RESTRICTED_APIS"] == "" and "TRITON_ADMIN_KEY_FILE" not in open_env
 
 
 def test_helm_test_logs_are_readable_on_helm_3() -> None:

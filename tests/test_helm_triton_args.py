@@ -125,8 +125,9 @@ HELM_TEST = hs.CHART / "files" / "helm_test.py"
 
 
 def run_helm_test(server: LocalTriton, model: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **pod_env({}, server), "TRITON_MODEL": model}
-    env["TRITON_ADMIN_KEY"] = server.admin_key or ADMIN_KEY  # the session server has its own
+    # The session server has its own key.
+    env = {**os.environ, **pod_env({}, server, server.admin_key or ADMIN_KEY)}
+    env["TRITON_MODEL"] = model
     return subprocess.run(
         [sys.executable, str(HELM_TEST)],
         env=env,
@@ -342,23 +343,28 @@ def test_the_latency_alert_and_the_queue_signal_see_the_cached_ensemble(
 # `helm test` as the rendered test pod runs it, whatever APIs the values restrict ------------
 
 
-def pod_env(values: dict, server: LocalTriton) -> dict[str, str]:
-    """The rendered `helm test` pod's environment, pointed at ``server``; a secretKeyRef reads
-    the chart's admin key as the kubelet would."""
+def pod_env(values: dict, server: LocalTriton, key: str = ADMIN_KEY) -> dict[str, str]:
+    """The rendered `helm test` pod's environment, pointed at ``server``; the Secret volume that
+    holds the release's admin key is laid out in a temporary folder, as the kubelet mounts it."""
+    import tempfile
+
     pod = hs.find(hs.objects(values), "Pod", "-test-inference")
     (container,) = pod["spec"]["containers"]
-    env: dict[str, str] = {}
-    for variable in container["env"]:
-        if "value" in variable:
-            env[variable["name"]] = variable["value"]
-        else:
-            ref = variable["valueFrom"]["secretKeyRef"]
-            assert ref == {"name": "demo-tritonctl-admin-key", "key": "admin-key"}, ref
-            env[variable["name"]] = ADMIN_KEY
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
     assert (
         env["TRITON_HTTP"] == "demo-tritonctl:8000" and env["TRITON_GRPC"] == "demo-tritonctl:8001"
     )
     env.update(TRITON_HTTP=server.http_address, TRITON_GRPC=server.grpc_address)
+    if "TRITON_ADMIN_KEY_FILE" in env:
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        folder, name = env["TRITON_ADMIN_KEY_FILE"].rsplit("/", 1)
+        secret = volumes[mounts[folder]]["secret"]
+        assert secret["secretName"] == "demo-tritonctl-admin-key", secret
+        assert {"key": "admin-key", "path": name} in secret["items"], secret
+        local = Path(tempfile.mkdtemp(prefix="tritonctl-helm-test-")) / name
+        local.write_text(key)
+        env["TRITON_ADMIN_KEY_FILE"] = str(local)
     return env
 
 

@@ -2,7 +2,7 @@
 
 Environment: TRITON_HTTP and TRITON_GRPC ("host:port"), TRITON_MODEL (default text_embedding),
 TRITON_RESTRICTED_APIS (the server's restrictedApis.apis, comma-separated; empty: none) and
-TRITON_ADMIN_KEY (their key, sent with every call: inference and metadata may be restricted too;
+TRITON_ADMIN_KEY_FILE (a file holding their key, sent with every call: inference and metadata may be restricted too;
 header `admin-key` over HTTP, metadata `triton-grpc-protocol-admin-key` over gRPC, as Triton
 expects).
 Exits non-zero with the reason when the server, the model or the answer is wrong.
@@ -14,6 +14,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -87,7 +88,8 @@ def main() -> int:
     grpc_url = os.environ.get("TRITON_GRPC", "")
     model = os.environ.get("TRITON_MODEL", "text_embedding")
     restricted = set(filter(None, os.environ.get("TRITON_RESTRICTED_APIS", "").split(",")))
-    key = os.environ.get("TRITON_ADMIN_KEY", "")
+    key_file = os.environ.get("TRITON_ADMIN_KEY_FILE", "")
+    key = Path(key_file).read_text().strip() if key_file else ""
     headers = {"admin-key": key} if key else {}
     try:
         over_http = embed_http(http_url, model, headers)
