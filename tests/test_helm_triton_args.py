@@ -346,6 +346,8 @@ def test_the_latency_alert_and_the_queue_signal_see_the_cached_ensemble(
 def pod_env(values: dict, server: LocalTriton, key: str = ADMIN_KEY) -> dict[str, str]:
     """The rendered `helm test` pod's environment, pointed at ``server``; the Secret volume that
     holds the release's admin key is laid out in a temporary folder, as the kubelet mounts it."""
+    import atexit
+    import shutil
     import tempfile
 
     pod = hs.find(hs.objects(values), "Pod", "-test-inference")
@@ -362,7 +364,9 @@ def pod_env(values: dict, server: LocalTriton, key: str = ADMIN_KEY) -> dict[str
         secret = volumes[mounts[folder]]["secret"]
         assert secret["secretName"] == "demo-tritonctl-admin-key", secret
         assert {"key": "admin-key", "path": name} in secret["items"], secret
-        local = Path(tempfile.mkdtemp(prefix="tritonctl-helm-test-")) / name
+        scratch = tempfile.mkdtemp(prefix="tritonctl-helm-test-")
+        atexit.register(shutil.rmtree, scratch, True)  # no key files left behind
+        local = Path(scratch) / name
         local.write_text(key)
         env["TRITON_ADMIN_KEY_FILE"] = str(local)
     return env
