@@ -10,6 +10,7 @@ as step 7's ``helm upgrade -f my-values.yaml -f values-override.yaml`` merges th
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -140,3 +141,27 @@ def test_the_keda_variant_renders_a_scaled_object(my_values: dict[str, Any]) -> 
     keda["autoscaling"]["enabled"] = True
     scaled = _render(my_values, keda)
     assert [o for o in scaled if o["kind"] == "ScaledObject"]
+
+
+def test_every_release_command_names_the_walkthroughs_release() -> None:
+    """A `tritonctl deploy` or `status` line without --release/-n works on the defaults
+    ("tritonctl" in "default"): a dry run then renders objects that the later steps do not name
+    (`deployment/tritonctl`, not `triton-tritonctl`), and status looks at another release."""
+    from tests.test_doc_commands import commands
+
+    docs = [DOC, ROOT / "helm" / "tritonctl" / "README.md"]
+    checked, wrong = 0, []
+    for command in commands(docs):
+        words = list(command.words)
+        program = words.index("tritonctl") if "tritonctl" in words else -1
+        if program < 0 or words[program + 1 : program + 2] not in (["deploy"], ["status"]):
+            continue
+        if len(words) == program + 2:  # a bare mention of the step's command, in prose
+            continue
+        checked += 1
+        pairs = set(itertools.pairwise(words))
+        namespace = ("-n", NAMESPACE) in pairs or ("--namespace", NAMESPACE) in pairs
+        if ("--release", RELEASE) not in pairs or not namespace:
+            wrong.append(str(command))
+    assert checked >= 5
+    assert wrong == [], f"not the walkthrough's --release {RELEASE} -n {NAMESPACE}: {wrong}"

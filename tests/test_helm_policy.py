@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import promql_parser
@@ -299,9 +301,17 @@ def test_helm_test_pod_runs_the_shipped_script() -> None:
     assert test["command"] == ["python3", "/test/helm_test.py"]
     env = {e["name"]: e["value"] for e in test["env"]}
     assert env["TRITON_MODEL"] == "text_embedding"
-    assert (
-        env["TRITON_HTTP"] == f"{hs.RELEASE}-tritonctl:8000" and env["TRITON_RESTRICTED"] == "true"
-    )
+    assert env["TRITON_HTTP"] == f"{hs.RELEASE}-tritonctl:8000"
+    assert env["TRITON_RESTRICTED_APIS"] == "model-repository,shared-memory,trace,logging"
+    # The key as a file from the release's Secret (no secret in an environment variable).
+    assert env["TRITON_ADMIN_KEY_FILE"] == "/admin/admin-key"
+    (key_volume,) = [v for v in pod["spec"]["volumes"] if "secret" in v]
+    assert key_volume["secret"]["secretName"] == f"{hs.RELEASE}-tritonctl-admin-key"
+    (open_test,) = hs.find(hs.objects({"restrictedApis": {"enabled": False}}), "Pod")["spec"][
+        "containers"
+    ]
+    open_env = {e["name"]: e.get("value") for e in open_test["env"]}
+    assert open_env["TRITON_RESTRICTED_APIS"] == "" and "TRITON_ADMIN_KEY_FILE" not in open_env
 
 
 def test_helm_test_logs_are_readable_on_helm_3() -> None:
@@ -604,3 +614,65 @@ def test_the_admin_key_can_be_stable_across_renders() -> None:
     for short in ("short", "k" * 31):
         with pytest.raises(ChartError, match="adminKey"):
             hs.render({"restrictedApis": {"adminKey": short}})
+
+
+@pytest.mark.parametrize("headless", [True, False], ids=["headless", "web-ui"])
+def test_the_locust_master_becomes_ready(tmp_path: Path, headless: bool) -> None:
+    """The master's readiness probe must pass in both modes the README documents: workers reach
+    the master through its Service, which routes only to ready pods. A real Locust master runs
+    the rendered args (ports mapped to free local ones), and the probed port must open."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tritonctl.ports import free_port
+
+    extra = ["--headless", "-u", "4", "-t", "5m"] if headless else []
+    docs = hs.objects({"locust": {"enabled": True, "extraArgs": extra}})
+    (master,) = hs.find(docs, "Deployment", "-locust-master")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    local = {"web": free_port(), "master": free_port()}
+    named = {p["name"]: p["containerPort"] for p in master["ports"]}
+    assert named == {"web": 8089, "master": 5557}  # Locust's defaults: the args set neither
+    probed = master["readinessProbe"]["tcpSocket"]["port"]
+    args = [
+        f"--locustfile={hs.ROOT / 'loadtests' / 'locustfile.py'}"
+        if a.startswith("--locustfile=")
+        else a
+        for a in master["args"]
+    ]
+    args += ["--web-host=127.0.0.1", f"--web-port={local['web']}"]
+    args += ["--master-bind-host=127.0.0.1", f"--master-bind-port={local['master']}"]
+    env = {**os.environ, **{e["name"]: e["value"] for e in master["env"]}, "HOME": str(tmp_path)}
+    locust = Path(sys.executable).with_name("locust")
+    process = subprocess.Popen(
+        [str(locust), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline, opened = time.monotonic() + 60, False
+        while time.monotonic() < deadline and process.poll() is None and not opened:
+            with socket.socket() as s:
+                s.settimeout(1)
+                opened = s.connect_ex(("127.0.0.1", local[probed])) == 0
+            time.sleep(0.5)
+        # The other port answering shows the master did start.
+        with socket.socket() as s:
+            started = s.connect_ex(("127.0.0.1", local["master"])) == 0
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert started, stderr[-2000:]
+    assert opened, f"readiness probes port {probed!r}, which the master never opens ({extra})"
+    notes = next(
+        t
+        for path, t in hs.render({"locust": {"enabled": True, "extraArgs": extra}}).items()
+        if path.endswith("NOTES.txt")
+    )
+    assert ("open http://localhost:8089" in notes) is not headless  # no web UI when headless

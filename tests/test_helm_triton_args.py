@@ -125,13 +125,9 @@ HELM_TEST = hs.CHART / "files" / "helm_test.py"
 
 
 def run_helm_test(server: LocalTriton, model: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.update(
-        TRITON_HTTP=server.http_address,
-        TRITON_GRPC=server.grpc_address,
-        TRITON_MODEL=model,
-        TRITON_RESTRICTED="true",
-    )
+    # The session server has its own key.
+    env = {**os.environ, **pod_env({}, server, server.admin_key or ADMIN_KEY)}
+    env["TRITON_MODEL"] = model
     return subprocess.run(
         [sys.executable, str(HELM_TEST)],
         env=env,
@@ -342,3 +338,142 @@ def test_the_latency_alert_and_the_queue_signal_see_the_cached_ensemble(
         delta("nv_inference_queue_duration_us", m) for m in ("tokenizer", "text_encoder", "pooling")
     )
     assert delta("nv_inference_queue_duration_us", "text_embedding") < composing / 10
+
+
+# `helm test` as the rendered test pod runs it, whatever APIs the values restrict ------------
+
+
+def pod_env(values: dict, server: LocalTriton, key: str = ADMIN_KEY) -> dict[str, str]:
+    """The rendered `helm test` pod's environment, pointed at ``server``; the Secret volume that
+    holds the release's admin key is laid out in a temporary folder, as the kubelet mounts it."""
+    import atexit
+    import shutil
+    import tempfile
+
+    pod = hs.find(hs.objects(values), "Pod", "-test-inference")
+    (container,) = pod["spec"]["containers"]
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    assert (
+        env["TRITON_HTTP"] == "demo-tritonctl:8000" and env["TRITON_GRPC"] == "demo-tritonctl:8001"
+    )
+    env.update(TRITON_HTTP=server.http_address, TRITON_GRPC=server.grpc_address)
+    if "TRITON_ADMIN_KEY_FILE" in env:
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        folder, name = env["TRITON_ADMIN_KEY_FILE"].rsplit("/", 1)
+        secret = volumes[mounts[folder]]["secret"]
+        assert secret["secretName"] == "demo-tritonctl-admin-key", secret
+        assert {"key": "admin-key", "path": name} in secret["items"], secret
+        scratch = tempfile.mkdtemp(prefix="tritonctl-helm-test-")
+        atexit.register(shutil.rmtree, scratch, True)  # no key files left behind
+        local = Path(scratch) / name
+        local.write_text(key)
+        env["TRITON_ADMIN_KEY_FILE"] = str(local)
+    return env
+
+
+#: restrictedApis.apis values the schema accepts, with what each breaks without care.
+RESTRICTIONS = {
+    # No model-repository: the repository API answers 200 without a key, as configured.
+    "trace-logging": ["trace", "logging"],
+    # Inference and metadata need the key: the test must send it.
+    "every-api": _schema_apis(),
+}
+
+
+@pytest.mark.parametrize("restriction", sorted(RESTRICTIONS))
+def test_helm_test_passes_whatever_the_values_restrict(
+    model_repository: Path, restriction: str
+) -> None:
+    """`helm test` on a healthy release passes for every restrictedApis.apis the schema accepts:
+    the real server with the chart's flags, and the test script with the rendered pod's env."""
+    values = {"restrictedApis": {"apis": RESTRICTIONS[restriction]}}
+    with charted_server(ChartedDefaults, model_repository, chart_args(values)) as server:
+        env = {**os.environ, **pod_env(values, server)}
+        result = subprocess.run(
+            [sys.executable, str(HELM_TEST)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert "PASSED" in result.stdout
+
+
+# The chart's Locust in open loop, run for real ------------------------------------------------
+
+
+def _locust_requests(server: LocalTriton, env: dict[str, str], tmp_path: Path) -> int:
+    """Requests a 2-user, 6 s headless Locust run with ``env`` sent to ``server``'s ``double``."""
+    import csv
+
+    run_env = {**os.environ, **env, "TRITON_MODEL": "double", "TRITON_PROTOCOL": "http"}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    run_env["HOME"] = str(tmp_path)
+    locust = Path(sys.executable).with_name("locust")
+    command = [str(locust), f"--locustfile={hs.ROOT / 'loadtests' / 'locustfile.py'}"]
+    command += [f"--host=http://{server.http_address}", "--headless", "-u", "2", "-r", "2"]
+    command += ["-t", "6s", "--csv", str(tmp_path / "run"), "--only-summary"]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=120
+    )
+    with open(tmp_path / "run_stats.csv") as stats:
+        total = next(r for r in csv.DictReader(stats) if r["Name"] == "Aggregated")
+    assert int(total["Failure Count"]) == 0, result.stderr[-2000:]
+    return int(total["Request Count"])
+
+
+def test_the_charts_locust_offers_the_arrival_rate(charted: LocalTriton, tmp_path: Path) -> None:
+    """locust.arrivalRate makes each user send that many requests per second whatever the
+    answers (open loop): the worker's rendered env, in a real Locust run against the real server.
+    Closed loop (the default), the same users send as fast as the server answers."""
+
+    def worker_env(values: dict) -> dict[str, str]:
+        docs = hs.objects({"locust": {"enabled": True, **values}})
+        (worker,) = hs.find(docs, "Deployment", "-locust-worker")["spec"]["template"]["spec"][
+            "containers"
+        ]
+        return {e["name"]: e["value"] for e in worker["env"]}
+
+    open_env = worker_env({"arrivalRate": 10, "arrivals": "constant"})
+    assert open_env["LOADTEST_ARRIVAL_RATE"] == "10" and open_env["LOADTEST_ARRIVALS"] == "constant"
+    offered = 2 * 10 * 6  # users × rate × seconds
+    sent = _locust_requests(charted, open_env, tmp_path / "open")
+    assert 0.7 * offered <= sent <= 1.1 * offered, (sent, offered)
+    closed_env = worker_env({})
+    assert "LOADTEST_ARRIVAL_RATE" not in closed_env
+    assert _locust_requests(charted, closed_env, tmp_path / "closed") > 2 * offered
+
+
+@pytest.mark.parametrize("api", ["inference", "metadata"])
+def test_locust_is_refused_where_it_cannot_call_the_server(tmp_path: Path, api: str) -> None:
+    """The chart's Locust sends no admin key: with inference or metadata restricted, every
+    request of a real Locust run (the rendered worker env) fails, so the chart refuses the pair
+    instead of deploying a load test that measures nothing but 403s."""
+    restricted = {"restrictedApis": {"apis": [api, "model-repository"]}}
+    values = {"server": {"loadModels": ["double"]}, "userFacingModels": ["double"], **restricted}
+    with charted_server(
+        ChartedTriton, make_tiny_repository(tmp_path), chart_args(values)
+    ) as server:
+        run_env = {**os.environ, "TRITON_MODEL": "double", "TRITON_PROTOCOL": "http"}
+        locust = Path(sys.executable).with_name("locust")
+        command = [str(locust), f"--locustfile={hs.ROOT / 'loadtests' / 'locustfile.py'}"]
+        command += [f"--host=http://{server.http_address}", "--headless", "-u", "1", "-r", "1"]
+        command += ["-t", "3s", "--csv", str(tmp_path / "run"), "--only-summary"]
+        result = subprocess.run(
+            command, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=120
+        )
+    import csv
+
+    output = result.stdout + result.stderr
+    stats_file = tmp_path / "run_stats.csv"
+    if stats_file.exists():  # it ran: every request failed
+        with open(stats_file) as stats:
+            total = next(r for r in csv.DictReader(stats) if r["Name"] == "Aggregated")
+        assert int(total["Failure Count"]) == int(total["Request Count"]) > 0, output[-2000:]
+    else:  # it could not even read the model's metadata
+        assert "restricted" in output, output[-2000:]
+    with pytest.raises(Exception, match=f"locust.enabled.*{api}"):
+        hs.render({"locust": {"enabled": True}, **restricted})
