@@ -446,6 +446,24 @@ def test_a_model_triton_skips_fails_the_start_at_once(repo: Path, tmp_path: Path
     assert time.monotonic() - started < 120, "failed fast, not at the timeout"
 
 
+def test_a_python_model_without_model_py_fails_the_start_at_once(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Triton 2.51 never finishes loading a Python model whose ``model.py`` is missing: the stub
+    it runs to auto-complete the config logs "Python model file not found" and exits, and the
+    load waits forever (no model table, never ready). The start must fail on that line, naming
+    the model, instead of waiting out its timeout."""
+    broken = tmp_path / "repo"
+    shutil.copytree(repo, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "add_one" / "1" / "model.py").unlink()
+    server = LocalTriton(broken, exit_timeout=5)
+    started = time.monotonic()
+    with pytest.raises(ServerError, match=r"add_one: .*Python model file not found"):
+        server.start(timeout=150)
+    assert time.monotonic() - started < 60, "failed fast, not at the timeout"
+    assert not server.running
+
+
 def test_a_run_folder_is_kept_while_its_server_outlives_its_owner() -> None:
     """A killed owner's server may run on (its graceful exit, loading or unloading models) and
     make regions: its folder, by which the regions are found, goes only once it is gone too.
