@@ -288,6 +288,38 @@ def test_the_watchdog_replaces_a_stub_that_died_before_it_ever_saw_it(tiny: Loca
     assert watchdog.check() == [], "nothing more to do"
 
 
+def test_the_watchdog_leaves_a_smaller_instance_count_alone(repo: Path, tmp_path: Path) -> None:
+    """Lowering a model's instance count in the served repository (poll mode) makes Triton stop
+    one of its stubs. That is no crash: the watchdog used to take it for one, reload the model
+    expecting the old count and, never getting it, raise ``RecoveryError`` after its timeout,
+    upon which ``tritonctl serve`` restarts the whole server."""
+    from tritonctl.model_config import load_config, save_config
+    from tritonctl.watchdog import RecoveryError, StubWatchdog, stubs
+
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    config = load_config(copy / "add_one")
+    config.instance_group[0].count = 2
+    save_config(config, copy / "add_one")
+    with LocalTriton(copy, models=["add_one"], exit_timeout=5) as server:
+        watchdog = StubWatchdog(server, reload_timeout=20)
+        assert len(watchdog.snapshot()) == 2
+        loads = server.loads_completed("add_one")
+        config.instance_group[0].count = 1
+        save_config(config, copy / "add_one")
+        deadline = time.monotonic() + 60
+        while len(stubs(server)) != 1 or server.loads_completed("add_one") == loads:
+            assert time.monotonic() < deadline, "Triton did not apply the new count"
+            time.sleep(0.2)
+        try:
+            report = watchdog.check()
+        except RecoveryError as error:
+            pytest.fail(f"a smaller instance count was taken for a crash: {error}")
+        assert not any("reloaded" in line for line in report), report
+        x = np.ones((1, 4), dtype=np.float32)
+        assert (_infer_grpc(server, "add_one", x) == 2).all()
+
+
 @pytest.mark.parametrize("model", ["double", "add_one"])
 def test_dynamic_batching_forms_batches(tiny: LocalTriton, model: str) -> None:
     client = grpcclient.InferenceServerClient(tiny.grpc_address)
@@ -444,6 +476,24 @@ def test_a_model_triton_skips_fails_the_start_at_once(repo: Path, tmp_path: Path
     with pytest.raises(ServerError, match=rf"no_version: .*{reason}"):
         server.start(timeout=150)
     assert time.monotonic() - started < 120, "failed fast, not at the timeout"
+
+
+def test_a_python_model_without_model_py_fails_the_start_at_once(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Triton 2.51 never finishes loading a Python model whose ``model.py`` is missing: the stub
+    it runs to auto-complete the config logs "Python model file not found" and exits, and the
+    load waits forever (no model table, never ready). The start must fail on that line, naming
+    the model, instead of waiting out its timeout."""
+    broken = tmp_path / "repo"
+    shutil.copytree(repo, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "add_one" / "1" / "model.py").unlink()
+    server = LocalTriton(broken, exit_timeout=5)
+    started = time.monotonic()
+    with pytest.raises(ServerError, match=r"add_one: .*Python model file not found"):
+        server.start(timeout=150)
+    assert time.monotonic() - started < 60, "failed fast, not at the timeout"
+    assert not server.running
 
 
 def test_a_run_folder_is_kept_while_its_server_outlives_its_owner() -> None:

@@ -495,6 +495,7 @@ class LocalTriton:
                     f"tritonserver exited ({describe_exit(self.process.returncode)}) before it "
                     f"was ready.\n{tail}"
                 )
+            self._check_stub_failures()
             if self.is_ready():
                 self._check_expected_models()
                 return
@@ -503,6 +504,24 @@ class LocalTriton:
                 self._check_expected_models()
             time.sleep(0.25)
         raise ServerError(f"tritonserver was not ready after {timeout:.0f} s.\n{self.log_tail()}")
+
+    def _check_stub_failures(self) -> None:
+        """Raise for a model whose config auto-complete stub failed to start: Triton 2.51 then
+        waits for it forever (no model table, never ready), e.g. when ``model.py`` is missing."""
+        failed = []
+        for line in self._current_log():
+            found = re.search(r"Failed to preinitialize Python stub: (.*)$", line)
+            if not found:
+                continue
+            reason = found.group(1).strip()
+            path = re.search(r"'([^']+)'", reason)
+            parts = Path(path.group(1)).parts if path else ()
+            # <view>/<model>/<version>/<file>: the model is the third part from the end
+            name = parts[-3] if len(parts) >= 3 else "a Python model"
+            failed.append(f"  {name}: {reason}")
+        if failed:
+            failed = list(dict.fromkeys(failed))
+            raise ServerError("model(s) failed to load:\n" + "\n".join(failed))
 
     def _startup_done(self) -> bool:
         return any(line.startswith("| Model ") for line in self._current_log())

@@ -130,7 +130,18 @@ class StubWatchdog:
                     "(unloaded or failed): left as it is"
                 )
                 continue
-            instances = len({s.instance for s in mine})
+            # Triton's config says how many stubs the model needs now: after a lower instance
+            # count in poll mode, Triton itself stops a stub, and the names seen are too many.
+            wanted = stub_instances(self.server.model_config(model))
+            running = sum(1 for s in live if s.model == model)
+            if wanted is not None and running >= wanted:
+                self.instances[model] = wanted
+                report.append(
+                    f"backend stub of {model} exited; {model} still runs the {wanted} "
+                    "instance(s) its config asks for (instance count lowered): left as it is"
+                )
+                continue
+            instances = wanted if wanted is not None else len({s.instance for s in mine})
             started = time.monotonic()
             self._reload(model, instances)
             report.append(
