@@ -70,7 +70,10 @@ def _server_pid(serve_pid: int) -> int:
     raise LookupError("no tritonserver child")
 
 
-def test_killed_stub_fails_fast_then_serve_reloads_the_model(tmp_path: Path, spawn: Spawn) -> None:
+@pytest.mark.parametrize("crash_in_reload", [False, True], ids=["reload", "server-dies-in-reload"])
+def test_killed_stub_fails_fast_then_serve_reloads_the_model(
+    tmp_path: Path, spawn: Spawn, crash_in_reload: bool
+) -> None:
     repo = make_tiny_repository(tmp_path / "repo", delay_s=0.01, queue_delay_us=500)
     # Bytecode caches already there, as after any earlier run: nothing in the model's folder
     # changes, so a plain load request would be ignored by Triton and the stub stay dead.
@@ -114,6 +117,13 @@ def test_killed_stub_fails_fast_then_serve_reloads_the_model(tmp_path: Path, spa
         thread.start()
     time.sleep(1.0)
     os.kill(stub, signal.SIGKILL)
+    if crash_in_reload:  # as tritonserver 2.51 rarely does by itself (seen once in CI)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if [pid for pid in _stub_pids(server_pid, "add_one") if pid != stub]:
+                os.kill(server_pid, signal.SIGSEGV)  # the new instance is starting
+                break
+            time.sleep(0.01)
     client = grpcclient.InferenceServerClient(address)
     during = []
     for i in range(3):  # the other model keeps answering during the outage
@@ -131,18 +141,29 @@ def test_killed_stub_fails_fast_then_serve_reloads_the_model(tmp_path: Path, spa
         thread.join(timeout=60)
     after = [_infer(client, "add_one", i) for i in range(5)]
     client.close()
-    new_stubs = _stub_pids(server_pid, "add_one")
+    serving_pid = _server_pid(process.pid)
+    new_stubs = _stub_pids(serving_pid, "add_one")
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=60)
+    said = " ".join(out.split())
 
     assert during == [0.0, 2.0, 4.0]
     assert recovered_after is not None and recovered_after < 15, recovered_after
     assert after == [1.0, 2.0, 3.0, 4.0, 5.0]
-    assert "reloaded add_one" in " ".join(out.split()), out
+    # Rarely (seen once in CI), tritonserver 2.51 itself dies while it retires the instance whose
+    # stub was killed; the watchdog then restarts the server, naming the cause and exit status.
+    restarted = "the server exited while reloading 'add_one' (" in said
+    assert restarted or not crash_in_reload, out
+    if restarted:
+        assert "restart 1/3" in said and serving_pid != server_pid, out
+    else:
+        assert "reloaded add_one" in said, out
+        assert serving_pid == server_pid
     errors = [(took, e) for took, e in plain if e != "ok"]
     assert errors, "the outage should be visible to a client without retry"
     for took, error in errors:
-        assert "is not healthy" in error and took < 5, (took, error)
+        refused = restarted and "UNAVAILABLE" in error  # only while the server restarts
+        assert ("is not healthy" in error or refused) and took < 5, (took, error)
     assert plain[-1][1] == "ok", "requests succeed again after the reload"
     assert retried and set(retried) == {1.0}, "with retry, every request got its answer"
     assert helper and set(helper) == {1.0}, "the client helper's defaults ride out the reload"

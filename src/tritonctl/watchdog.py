@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tritonctl.backends import PYTHON_BASED_BACKENDS
-from tritonctl.server import STUB_BINARY, LocalTriton, _cmdline
+from tritonctl.server import STUB_BINARY, LocalTriton, _cmdline, describe_exit
 
 __all__ = ["STUB_BINARY", "RecoveryError", "Stub", "StubWatchdog", "_cmdline", "is_dead", "stubs"]
 
@@ -195,7 +195,12 @@ class StubWatchdog:
         deadline = time.monotonic() + self.reload_timeout
         while time.monotonic() < deadline:
             if not self.server.running:
-                raise RecoveryError(f"the server exited while reloading '{model}'")
+                # Triton 2.51 itself can crash while it retires an instance whose stub died
+                # (upstream python_backend stub-launcher bugs); the caller restarts it.
+                code = self.server.process.returncode if self.server.process else None
+                raise RecoveryError(
+                    f"the server exited while reloading '{model}' ({describe_exit(code)})"
+                )
             new = [s for s in stubs(self.server) if s.model == model and s.pid not in self.retired]
             # Triton logs the load once the new instances have replaced the old ones.
             swapped = self.server.loads_completed(model) > loads
