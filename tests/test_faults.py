@@ -34,6 +34,7 @@ from tritonclient.utils import InferenceServerException
 from tests.test_cli_serve import Spawn, _serve, _wait_ready, wait_accepted
 from tests.tiny_repository import make_tiny_repository
 from tritonctl.client import infer as client_infer
+from tritonctl.procfs import processes
 from tritonctl.retry import RetryPolicy, call_with_retry, is_retryable
 from tritonctl.watchdog import STUB_BINARY, _cmdline
 
@@ -48,25 +49,21 @@ def _infer(client: grpcclient.InferenceServerClient, model: str, value: float) -
 
 def _stub_pids(server_pid: int, model: str) -> list[int]:
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            argv = _cmdline(int(entry.name))
+    for pid, fields in processes():
+        if fields[1] == str(server_pid):
+            argv = _cmdline(pid)
             if argv and argv[0].endswith(STUB_BINARY) and f"/{model}/" in argv[1]:
-                stat = (entry / "stat").read_text()
-                if stat[stat.rfind(")") + 2 :].split()[1] == str(server_pid):
-                    found.append(int(entry.name))
+                found.append(pid)
     return found
 
 
 def _server_pid(serve_pid: int) -> int:
     """The tritonserver child of the `tritonctl serve` process."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            argv = _cmdline(int(entry.name))
+    for pid, fields in processes():
+        if fields[1] == str(serve_pid):
+            argv = _cmdline(pid)
             if argv and argv[0].endswith("tritonserver"):
-                stat = (entry / "stat").read_text()
-                if stat[stat.rfind(")") + 2 :].split()[1] == str(serve_pid):
-                    return int(entry.name)
+                return pid
     raise LookupError("no tritonserver child")
 
 

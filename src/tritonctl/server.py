@@ -46,6 +46,7 @@ from typing import IO, Literal
 from tritonctl import TRITON_VERSION
 from tritonctl.backends import PYTHON_BASED_BACKENDS, assemble_backends, server_distribution
 from tritonctl.ports import first_taken, free_port
+from tritonctl.procfs import processes
 from tritonctl.rundir import ENV_VAR as RUN_DIR_ENV
 from tritonctl.rundir import RunDir
 from tritonctl.shm_guard import RegionGuard
@@ -163,17 +164,8 @@ def _cmdline(pid: int) -> list[str]:
 
 
 def _pids_in_group(pgid: int) -> Iterator[int]:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Field 5 is the process group; the command name (field 2) may hold spaces.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            yield int(entry.name)
+    # fields[2] is field 5 of proc(5), the process group.
+    return (pid for pid, fields in processes() if len(fields) > 2 and int(fields[2]) == pgid)
 
 
 def _leftover_python_envs(since: float, until: float) -> list[Path]:

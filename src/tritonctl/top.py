@@ -31,6 +31,7 @@ from rich.table import Table
 from tritonctl.bench.profile import process_cpu_seconds, stub_pids
 from tritonctl.drift_window import LOW_METRIC, MIN_SAMPLES_METRIC, PSI_METRIC, SAMPLES_METRIC
 from tritonctl.metrics import Metrics, ModelDelta, diff_model, scrape
+from tritonctl.procfs import processes
 from tritonctl.server import _cmdline
 
 DRIFT_PSI, LOW_CONFIDENCE = PSI_METRIC, LOW_METRIC
@@ -235,15 +236,8 @@ class ProcessRow:
 
 def _children() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat[stat.rfind(")") + 2 :].split()[1])
-        tree.setdefault(parent, []).append(int(entry.name))
+    for pid, fields in processes():
+        tree.setdefault(int(fields[1]), []).append(pid)
     return tree
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tritonctl.backends import PYTHON_BASED_BACKENDS
+from tritonctl.procfs import stat_fields
 from tritonctl.server import STUB_BINARY, LocalTriton, _cmdline, describe_exit
 
 __all__ = ["STUB_BINARY", "RecoveryError", "Stub", "StubWatchdog", "_cmdline", "is_dead", "stubs"]
@@ -50,11 +51,8 @@ class Stub:
 
 def is_dead(pid: int) -> bool:
     """Gone, or a zombie nobody reaped (what a killed stub becomes under Triton)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2 :].split()[0] in ("Z", "X")
+    fields = stat_fields(pid)
+    return fields is None or fields[0] in ("Z", "X")
 
 
 def stubs(server: LocalTriton) -> list[Stub]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonctl.metrics import Metrics, diff, scrape
+from tritonctl.procfs import stat_fields
 
 SAMPLE_RATE = 100  # py-spy samples per second
 
@@ -190,11 +191,9 @@ def process_cpu_seconds(pids: list[int]) -> dict[int, float]:
     tick = os.sysconf("SC_CLK_TCK")
     seconds: dict[int, float] = {}
     for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
+        fields = stat_fields(pid)
+        if fields is None:
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()
         # utime and stime are fields 14 and 15 of stat; fields[] starts at field 3.
         seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
     return seconds
