@@ -159,7 +159,7 @@ def test_errors_name_the_problem(
 ) -> None:
     where = address(triton, protocol)
     code, _, err = run(["infer", "no_such_model", "--input", "X=1", *where], capsys)
-    assert code == 1
+    assert code == 2
     assert "serves no model 'no_such_model'" in err and "digit_classifier" in err
 
     code, _, err = run(["infer", "tokenizer", "--input", "TXT=hello", *where], capsys)
@@ -192,9 +192,9 @@ def test_errors_name_the_problem(
     # server's own message, not a UnicodeEncodeError traceback.
     invalid = b"caf\xe9 au lait".decode("utf-8", "surrogateescape")
     code, _, err = run(["infer", "text-embedding", "A cat sleeps.", invalid, *where], capsys)
-    assert code == 1 and "item 1 is not valid UTF-8" in err, err
+    assert code == 2 and "item 1 is not valid UTF-8" in err, err
     code, _, err = run(["infer", "tokenizer", "--input", f"TEXT={invalid}", *where], capsys)
-    assert code == 1 and "item 0 is not valid UTF-8" in err, err
+    assert code == 2 and "item 0 is not valid UTF-8" in err, err
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -210,14 +210,14 @@ def test_a_pipeline_called_with_the_wrong_model_says_how_to_call_it(
     code, _, err = run(
         ["infer", "text-embedding", "hello", "--model", "digit_classifier", *where], capsys
     )
-    assert code == 1
+    assert code == 2
     assert "is not a text-embedding pipeline" in err
     assert "image pipeline: tritonctl infer digits IMAGE... --model digit_classifier" in err
     assert "EMBEDDING'" not in err
 
     image = str(labelled_digits[0][0])
     code, _, err = run(["infer", "digits", image, "--model", "text_embedding", *where], capsys)
-    assert code == 1
+    assert code == 2
     assert (
         "text-embedding pipeline: tritonctl infer text-embedding SENTENCE... --model text_embedding"
         in err

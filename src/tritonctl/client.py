@@ -31,6 +31,14 @@ class InferenceError(RuntimeError):
     """The server answered a request with an error (or could not be reached)."""
 
 
+class RequestError(InferenceError):
+    """The server refused the request itself (bad input, unknown model): the caller's to fix."""
+
+
+# What Triton answers a request it refuses as the caller's fault, over gRPC and HTTP.
+REFUSED = frozenset({"StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND", "400", "404"})
+
+
 def _address(url: str) -> str:
     for prefix in ("http://", "https://", "grpc://"):
         if url.startswith(prefix):
@@ -109,7 +117,8 @@ def infer(
         else:
             result = call_with_retry(attempt, policy=retry, timeout_keyword="timeout")
     except InferenceServerException as error:
-        raise InferenceError(f"{model}: {error.message()}") from None
+        kind = RequestError if str(error.status()) in REFUSED else InferenceError
+        raise kind(f"{model}: {error.message()}") from None
     except RetriesExhausted as error:
         last = error.last
         reason = last.message() if isinstance(last, InferenceServerException) else str(last)

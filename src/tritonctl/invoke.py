@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tritonctl.client import InferenceError, Protocol, client, infer
+from tritonctl.client import InferenceError, Protocol, RequestError, client, infer
 
 
 class InputError(ValueError):
@@ -97,7 +97,7 @@ def _unreachable(url: str, protocol: Protocol, error: BaseException) -> Inferenc
 
 
 def signature(url: str, model: str, protocol: Protocol = "grpc") -> Signature:
-    """The model's inputs and outputs from the server; ``InferenceError`` naming the served
+    """The model's inputs and outputs from the server; ``RequestError`` naming the served
     models if there is no such model."""
     from tritonclient.utils import InferenceServerException
 
@@ -111,7 +111,7 @@ def signature(url: str, model: str, protocol: Protocol = "grpc") -> Signature:
             served = _served_models(conn, protocol)
             if served or "unknown model" in str(error.message()).lower():
                 listed = ", ".join(served) if served else "none"
-                raise InferenceError(
+                raise RequestError(
                     f"the server at {url} serves no model '{model}'; it serves: {listed}"
                 ) from None
             raise _unreachable(url, protocol, error) from None
@@ -373,12 +373,12 @@ def classify_images(
     images: Sequence[bytes], url: str, protocol: Protocol = "grpc", model: str = "digit_classifier"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels (str ``[N, k]``, most probable first) and their probabilities (``[N, k]``) from an
-    image pipeline such as ``digit_classifier``; ``InferenceError`` naming the right command if
+    image pipeline such as ``digit_classifier``; ``RequestError`` naming the right command if
     ``model`` is not one."""
     spec = signature(url, model, protocol)
     outputs = {o.name for o in spec.outputs}
     if [i.name for i in spec.inputs] != ["IMAGE"] or not {"LABELS", "SCORES"} <= outputs:
-        raise InferenceError(
+        raise RequestError(
             f"model '{model}' is not an image classifier (inputs "
             + ", ".join(i.describe() for i in spec.inputs)
             + f"): {spec.usage()}"

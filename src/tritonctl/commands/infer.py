@@ -25,6 +25,9 @@ any other TARGET is a served model's name, called with --input NAME=VALUE|NAME=@
   tritonctl infer tokenizer --input TEXT="A cat sleeps."
   tritonctl infer digits_student --input INPUT=@image.npy
   tritonctl infer image_preprocess --input IMAGE=@seven.png
+
+exit status: 0 answered; 2 the request is wrong (bad input, unknown model, or input the
+server refused); 1 the server could not be reached or failed.
 """
 
 
@@ -112,13 +115,14 @@ def _url(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonctl.client import InferenceError
+    from tritonctl.client import InferenceError, RequestError
     from tritonctl.console import err_console
     from tritonctl.invoke import InputError
 
+    # 2: the request is wrong (caught here or refused by the server); 1: the server failed.
     try:
         return int(args.pipeline(args))
-    except InputError as error:
+    except (InputError, RequestError) as error:
         err_console.print(f"[red]error:[/] {error}", soft_wrap=True)
         return 2
     except (InferenceError, ConnectionError, OSError) as error:
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_text_embedding(args: argparse.Namespace) -> int:
-    from tritonctl.client import InferenceError, embed
+    from tritonctl.client import RequestError, embed
     from tritonctl.invoke import argv_bytes, signature
 
     model = args.model
@@ -138,7 +142,7 @@ def run_text_embedding(args: argparse.Namespace) -> int:
     if [i.name for i in spec.inputs] != ["TEXT"] or "EMBEDDING" not in {
         o.name for o in spec.outputs
     }:
-        raise InferenceError(f"model '{model}' is not a text-embedding pipeline: {spec.usage()}")
+        raise RequestError(f"model '{model}' is not a text-embedding pipeline: {spec.usage()}")
     items = [argv_bytes(item) for item in args.items]
     vectors = embed(items, _url(args), protocol=args.protocol, model=model)
     if args.json:
